@@ -1,0 +1,121 @@
+// Row-major GEMM on the CPU: C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C(M,N).
+//
+// float is handed to OpenBLAS (cblas_sgemm, CblasRowMajor): it is the hot path of the CPU trainer
+// (linear layers and im2col convolutions). double runs gemm_reference, the plain loops below: it
+// only serves gradcheck and test oracles, where being obviously right matters more than speed.
+#include "kernels/gemm.h"
+
+#include <cblas.h>
+
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+namespace pb::kernels {
+namespace {
+
+// op(X)(row, col) for a matrix stored row-major with row stride ld, transposed when t == Yes.
+template <typename T>
+inline T op_at(const T* X, int64_t ld, Trans t, int64_t row, int64_t col) {
+  return t == Trans::No ? X[row * ld + col] : X[col * ld + row];
+}
+
+void check_shape(const char* who, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t lda,
+                 int64_t ldb, int64_t ldc) {
+  const auto fail = [&](const std::string& what) {
+    throw std::invalid_argument(std::string(who) + ": " + what + " (M=" + std::to_string(M) +
+                                " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                                " lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) +
+                                " ldc=" + std::to_string(ldc) + ")");
+  };
+  if (M < 0 || N < 0 || K < 0) fail("negative dimension");
+  // Row length of A and B as stored; see gemm.h.
+  const int64_t a_cols = ta == Trans::No ? K : M;
+  const int64_t b_cols = tb == Trans::No ? N : K;
+  if (lda < a_cols) fail("lda is smaller than a row of A");
+  if (ldb < b_cols) fail("ldb is smaller than a row of B");
+  if (ldc < N) fail("ldc is smaller than a row of C");
+}
+
+// C(M,N) = beta * C, with beta == 0 writing zeros without reading C.
+template <typename T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    if (beta == T(0)) {
+      for (int64_t j = 0; j < N; ++j) c[j] = T(0);
+    } else if (beta != T(1)) {
+      for (int64_t j = 0; j < N; ++j) c[j] *= beta;
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gemm_reference(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  check_shape("gemm_reference", ta, tb, M, N, K, lda, ldb, ldc);
+  // Loop order i-k-j: the innermost loop walks a row of C (and, untransposed, a row of B)
+  // contiguously.
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;  // row i of C, (N)
+    scale_c(1, N, beta, c, ldc);
+    if (alpha == T(0)) continue;  // BLAS semantics: A and B are not read
+    for (int64_t k = 0; k < K; ++k) {
+      const T a_ik = alpha * op_at(A, lda, ta, i, k);
+      for (int64_t j = 0; j < N; ++j) c[j] += a_ik * op_at(B, ldb, tb, k, j);
+    }
+  }
+}
+
+template <typename T>
+void gemm_cpu(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+              const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if constexpr (!std::is_same_v<T, float>) {
+    gemm_reference(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    check_shape("gemm_cpu<float>", ta, tb, M, N, K, lda, ldb, ldc);
+    if (M == 0 || N == 0) return;
+    // Nothing to multiply: C = beta * C. Handled here because BLAS rejects a leading dimension of
+    // 0, which an operand with no columns legitimately has.
+    if (K == 0 || alpha == 0.0f) {
+      scale_c(M, N, beta, C, ldc);
+      return;
+    }
+    constexpr int64_t kMax = std::numeric_limits<blasint>::max();
+    if (M > kMax || N > kMax || K > kMax || lda > kMax || ldb > kMax || ldc > kMax) {
+      throw std::invalid_argument(
+          "gemm_cpu<float>: a dimension or leading dimension exceeds the BLAS integer range (M=" +
+          std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + ")");
+    }
+    // Reference BLAS semantics: beta == 0 means C need not be set on input, so NaNs in C are
+    // overwritten (tests/kernels/test_gemm.cpp checks that OpenBLAS honours this).
+    const auto blas_trans = [](Trans t) { return t == Trans::Yes ? CblasTrans : CblasNoTrans; };
+    cblas_sgemm(CblasRowMajor, blas_trans(ta), blas_trans(tb), static_cast<blasint>(M),
+                static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
+                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
+                static_cast<blasint>(ldc));
+  }
+}
+
+template void gemm_reference<float>(Trans, Trans, int64_t, int64_t, int64_t, float, const float*,
+                                    int64_t, const float*, int64_t, float, float*, int64_t);
+template void gemm_reference<double>(Trans, Trans, int64_t, int64_t, int64_t, double, const double*,
+                                     int64_t, const double*, int64_t, double, double*, int64_t);
+template void gemm_cpu<float>(Trans, Trans, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                              const float*, int64_t, float, float*, int64_t);
+template void gemm_cpu<double>(Trans, Trans, int64_t, int64_t, int64_t, double, const double*,
+                               int64_t, const double*, int64_t, double, double*, int64_t);
+
+}  // namespace pb::kernels
+
+namespace pb::kernels {
+
+std::string cpu_blas_info() {
+  return std::string(openblas_get_config()) + ", core " + openblas_get_corename() + ", " +
+         std::to_string(openblas_get_num_threads()) + " thread(s)";
+}
+
+}  // namespace pb::kernels

@@ -1,0 +1,29 @@
+#pragma once
+// General matrix multiply, row-major.
+//   C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C(M,N)
+// op(X) is X or X^T per Trans. lda/ldb/ldc are row strides of A, B, C as stored:
+//   A is (M,K) with lda >= K when ta == No, (K,M) with lda >= M when ta == Yes; likewise B.
+// beta == 0 overwrites C without reading it (NaNs in C are not propagated).
+// float goes to OpenBLAS cblas_sgemm; double runs the plain reference loops (used by gradcheck
+// and as the oracle in tests).
+#include <string>
+
+#include "kernels/common.h"
+
+namespace pb::kernels {
+
+enum class Trans : bool { No = false, Yes = true };
+
+template <typename T>
+void gemm_cpu(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+              const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// Plain triple-loop reference for any T (what gemm_cpu<double> runs).
+template <typename T>
+void gemm_reference(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads": what the float path runs on.
+std::string cpu_blas_info();
+
+}  // namespace pb::kernels

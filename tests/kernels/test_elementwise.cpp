@@ -1,0 +1,118 @@
+// Elementwise CPU kernels: known values, finite-difference derivatives, in-place use.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kernels/elementwise.h"
+
+namespace pb::kernels {
+namespace {
+
+TEST(ElementwiseCpu, ReluForwardBackward) {
+  const std::vector<double> x = {-2.0, -0.5, 0.0, 0.25, 3.0};
+  std::vector<double> y(5);
+  relu_forward_cpu<double>(5, x.data(), y.data());
+  EXPECT_EQ(y, (std::vector<double>{0.0, 0.0, 0.0, 0.25, 3.0}));
+
+  const std::vector<double> dy = {1, 2, 3, 4, 5};
+  std::vector<double> dx(5);
+  relu_backward_cpu<double>(5, x.data(), dy.data(), dx.data());
+  EXPECT_EQ(dx, (std::vector<double>{0, 0, 0, 4, 5}));  // dx = 0 at x == 0
+
+  // In place (y == x) is allowed.
+  std::vector<float> v = {-1.0f, 2.0f, -3.0f};
+  relu_forward_cpu<float>(3, v.data(), v.data());
+  EXPECT_EQ(v, (std::vector<float>{0.0f, 2.0f, 0.0f}));
+}
+
+// A NaN reaching a ReLU stays NaN, so divergence is visible downstream.
+TEST(ElementwiseCpu, ReluPropagatesNaN) {
+  const float x = std::numeric_limits<float>::quiet_NaN();
+  float y = 0.0f;
+  relu_forward_cpu<float>(1, &x, &y);
+  EXPECT_TRUE(std::isnan(y));
+}
+
+// gelu(x) = x Phi(x): reference values from the standard normal CDF.
+TEST(ElementwiseCpu, GeluKnownValues) {
+  const std::vector<double> x = {1.0, -1.0, 0.0, 3.0, -10.0};
+  std::vector<double> y(5);
+  gelu_forward_cpu<double>(5, x.data(), y.data());
+  EXPECT_NEAR(y[0], 0.8413447460685429, 1e-15);
+  EXPECT_NEAR(y[1], -0.15865525393145707, 1e-15);
+  EXPECT_EQ(y[2], 0.0);
+  EXPECT_NEAR(y[3], 2.9959503059051097, 1e-14);
+  // Far left tail: -10 * Phi(-10) = -7.619853024160526e-23. The 1 + erf(x/sqrt 2) form cancels
+  // to exactly 0 here; the erfc form keeps full relative precision.
+  EXPECT_NEAR(y[4], -7.619853024160526e-23, 1e-36);
+
+  std::vector<float> yf(5);
+  const std::vector<float> xf = {1.0f, -1.0f, 0.0f, 3.0f, -10.0f};
+  gelu_forward_cpu<float>(5, xf.data(), yf.data());
+  EXPECT_NEAR(yf[0], 0.8413447460685429, 2e-7);
+  EXPECT_NEAR(yf[1], -0.15865525393145707, 2e-7);
+  EXPECT_NEAR(yf[3], 2.9959503059051097, 5e-7);
+  EXPECT_NEAR(yf[4], -7.619853024160526e-23, 1e-28);
+}
+
+// Derivative Phi(x) + x phi(x): known values and central differences of the forward kernel.
+TEST(ElementwiseCpu, GeluBackwardMatchesFiniteDifferences) {
+  const std::vector<double> x = {-6.0, -3.0, -1.0, -0.3, 0.0, 0.2, 1.0, 2.5, 5.0};
+  const int64_t n = static_cast<int64_t>(x.size());
+  const std::vector<double> dy(x.size(), 1.0);
+  std::vector<double> dx(x.size());
+  gelu_backward_cpu<double>(n, x.data(), dy.data(), dx.data());
+  EXPECT_NEAR(dx[2], -0.08331547058768629, 1e-15);  // gelu'(-1)
+  EXPECT_NEAR(dx[4], 0.5, 1e-15);                   // gelu'(0) = Phi(0)
+  EXPECT_NEAR(dx[6], 1.0833154705876864, 1e-15);    // gelu'(1)
+  const double h = 1e-6;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double xp = x[i] + h, xm = x[i] - h;
+    double yp = 0.0, ym = 0.0;
+    gelu_forward_cpu<double>(1, &xp, &yp);
+    gelu_forward_cpu<double>(1, &xm, &ym);
+    EXPECT_NEAR(dx[i], (yp - ym) / (2 * h), 1e-8) << "x=" << x[i];
+  }
+  // dy scales the result.
+  const double x0 = 0.7, dy0 = -2.5;
+  double dx0 = 0.0, dx1 = 0.0, one = 1.0;
+  gelu_backward_cpu<double>(1, &x0, &dy0, &dx0);
+  gelu_backward_cpu<double>(1, &x0, &one, &dx1);
+  EXPECT_DOUBLE_EQ(dx0, -2.5 * dx1);
+}
+
+TEST(ElementwiseCpu, AddScaleAxpyFill) {
+  const std::vector<double> a = {1, 2, 3}, b = {10, -20, 0.5};
+  std::vector<double> y(3);
+  add_cpu<double>(3, a.data(), b.data(), y.data());
+  EXPECT_EQ(y, (std::vector<double>{11, -18, 3.5}));
+
+  scale_cpu<double>(3, -2.0, a.data(), y.data());
+  EXPECT_EQ(y, (std::vector<double>{-2, -4, -6}));
+
+  std::vector<double> acc = {1, 1, 1};
+  axpy_cpu<double>(3, 0.5, a.data(), acc.data());  // accumulates, does not overwrite
+  EXPECT_EQ(acc, (std::vector<double>{1.5, 2, 2.5}));
+  axpy_cpu<double>(3, 0.5, a.data(), acc.data());
+  EXPECT_EQ(acc, (std::vector<double>{2, 3, 4}));
+
+  std::vector<float> f(4, 1.0f);
+  fill_cpu<float>(4, -7.5f, f.data());
+  EXPECT_EQ(f, (std::vector<float>(4, -7.5f)));
+  fill_cpu<float>(0, 3.0f, f.data());  // n == 0 touches nothing
+  EXPECT_EQ(f, (std::vector<float>(4, -7.5f)));
+
+  // In place: y == a, y == x.
+  std::vector<float> v = {1.0f, 2.0f};
+  const std::vector<float> w = {0.5f, 0.25f};
+  add_cpu<float>(2, v.data(), w.data(), v.data());
+  EXPECT_EQ(v, (std::vector<float>{1.5f, 2.25f}));
+  scale_cpu<float>(2, 4.0f, v.data(), v.data());
+  EXPECT_EQ(v, (std::vector<float>{6.0f, 9.0f}));
+}
+
+}  // namespace
+}  // namespace pb::kernels
