@@ -78,7 +78,7 @@ BatchNorm::BatchNorm(int64_t channels, const BatchNormConfig& config)
 
 Tensor BatchNorm::forward(const Tensor& x) {
   const ops::BatchNormOptions o{is_training(), config_.momentum, config_.eps,
-                                config_.virtual_batch_size};
+                                config_.virtual_batch_size, config_.relu};
   return ops::batch_norm(x, weight_, bias_, running_mean_, running_var_, o);
 }
 
@@ -88,6 +88,7 @@ std::string BatchNorm::describe() const {
   if (config_.virtual_batch_size > 0) {
     s += fmt::format(", virtual_batch_size={}", config_.virtual_batch_size);
   }
+  if (config_.relu) s += ", relu";
   return s + ")";
 }
 

@@ -53,6 +53,8 @@ struct BatchNormConfig {
   bool affine = true;
   // Ghost batch norm group size (0: ordinary batch norm); see kernels/batchnorm.h.
   int64_t virtual_batch_size = 0;
+  // Fuses the ReLU that follows the norm (y = max(bn(x), 0)).
+  bool relu = false;
   // Marks the last norm of a residual branch for init::zero_init_residual_branches.
   bool last_in_residual_branch = false;
 };

@@ -68,6 +68,11 @@ void dispatch(OpKind op, const Tensor& like, Cpu&& cpu, Cuda&& cuda) {
   }
 }
 
+// In-place y = max(y, 0), and the ReLU backward from the forward output: g = y > 0 ? gy : 0.
+// Used by ops with a fused ReLU (add_relu, batch_norm with relu).
+void relu_inplace(OpKind op, const Tensor& y);
+Tensor relu_mask_by_output(OpKind op, const Tensor& y, const Tensor& gy);
+
 // Typed element pointer; nullptr for an undefined (optional) tensor.
 template <typename T>
 T* ptr(const Tensor& t) {

@@ -60,8 +60,7 @@ namespace {
 
 void check_same_shape(OpKind op, const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) {
-    op_fail(op, "shapes {} and {} differ (add does not broadcast)", a.shape().str(),
-            b.shape().str());
+    op_fail(op, "shapes {} and {} differ (no broadcasting)", a.shape().str(), b.shape().str());
   }
 }
 
@@ -84,6 +83,41 @@ void scale_into(const Tensor& x, double alpha, const Tensor& y) {
 }
 
 }  // namespace
+
+void detail::relu_inplace(OpKind op, const Tensor& y) {
+  const int64_t n = y.numel();
+  dispatch(
+      op, y, [&]<typename T>() { kernels::relu_forward_cpu<T>(n, ptr<T>(y), ptr<T>(y)); },
+      PB_CUDA_KERNEL(
+          kernels::relu_forward_cuda(stream_for(y.device()), n, ptr<float>(y), ptr<float>(y))));
+}
+
+Tensor detail::relu_mask_by_output(OpKind op, const Tensor& y, const Tensor& gy) {
+  Tensor g = empty_like(gy);
+  const int64_t n = y.numel();
+  // y = max(z, 0) > 0 exactly where z > 0, so the forward output masks like the input would.
+  dispatch(
+      op, y,
+      [&]<typename T>() { kernels::relu_backward_cpu<T>(n, ptr<T>(y), ptr<T>(gy), ptr<T>(g)); },
+      PB_CUDA_KERNEL(kernels::relu_backward_cuda(stream_for(y.device()), n, ptr<float>(y),
+                                                 ptr<float>(gy), ptr<float>(g))));
+  return g;
+}
+
+Tensor add_relu(const Tensor& a, const Tensor& b) {
+  check_inputs(OpKind::AddRelu, {{"a", &a}, {"b", &b}});
+  check_same_shape(OpKind::AddRelu, a, b);
+  Tensor y = empty_like(a);
+  add_into(a, b, y);
+  relu_inplace(OpKind::AddRelu, y);
+  if (autograd::needs_grad({&a, &b})) {
+    autograd::record(OpKind::AddRelu, {a, b}, y, [y](const Tensor& gy) {
+      const Tensor g = relu_mask_by_output(OpKind::AddRelu, y, gy);
+      return std::vector<Tensor>{g, g};
+    });
+  }
+  return y;
+}
 
 Tensor add(const Tensor& a, const Tensor& b) {
   check_inputs(OpKind::Add, {{"a", &a}, {"b", &b}});

@@ -51,10 +51,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                  static_cast<T>(o.eps), ptr<T>(y));
         },
         NoCuda{});
+    if (o.relu) relu_inplace(op, y);
     if (autograd::needs_grad({&x, &gamma, &beta})) {
       autograd::record(
           op, {x, gamma, beta}, y,
-          [x, gamma, beta, running_mean, running_var, s, eps = o.eps](const Tensor& gy) {
+          [x, gamma, beta, running_mean, running_var, s, eps = o.eps, relu = o.relu,
+           y](const Tensor& gy_out) {
+            const Tensor gy = relu ? relu_mask_by_output(OpKind::BatchNorm, y, gy_out) : gy_out;
             Tensor gx = empty_like(x);
             Tensor gg = gamma.defined() ? empty_like(gamma) : Tensor{};
             Tensor gb = beta.defined() ? empty_like(beta) : Tensor{};
@@ -95,9 +98,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                 ptr<T>(running_mean), ptr<T>(running_var));
       },
       NoCuda{});
+  if (o.relu) relu_inplace(op, y);
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     autograd::record(
-        op, {x, gamma, beta}, y, [x, gamma, beta, save_mean, save_invstd, s](const Tensor& gy) {
+        op, {x, gamma, beta}, y,
+        [x, gamma, beta, save_mean, save_invstd, s, relu = o.relu, y](const Tensor& gy_out) {
+          const Tensor gy = relu ? relu_mask_by_output(OpKind::BatchNorm, y, gy_out) : gy_out;
           Tensor gx = empty_like(x);
           Tensor gg = gamma.defined() ? empty_like(gamma) : Tensor{};
           Tensor gb = beta.defined() ? empty_like(beta) : Tensor{};

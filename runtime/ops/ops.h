@@ -43,6 +43,8 @@ struct BatchNormOptions {
   // means ordinary batch norm. In training a batch must be a multiple of it (see
   // kernels/batchnorm.h for the exact semantics).
   int64_t virtual_batch_size = 0;
+  // Fuses a ReLU after the normalisation: y = max(bn(x), 0), one op on the tape.
+  bool relu = false;
 };
 // x:(N,C) or (N,C,H,W); gamma, beta:(C)? ; running_mean, running_var:(C), updated in place
 // (not recorded) in training mode, read in eval mode. Running stats may be undefined in training.
@@ -56,6 +58,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x);
 Tensor add(const Tensor& a, const Tensor& b);  // same shape (residual connections)
+// relu(a + b), fused: the end of a residual block.
+Tensor add_relu(const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& x, double alpha);
 // In place a += alpha * b, never recorded (gradient accumulation, plain SGD steps).
 void add_(const Tensor& a, const Tensor& b, double alpha = 1.0);

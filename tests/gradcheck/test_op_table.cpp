@@ -135,7 +135,7 @@ std::vector<OpCase> make_cases() {
                                {13, 17, 25, 29}, 1e-12, "conv2d");
                }});
 
-  auto bn_variant = [](std::string name, Shape x, bool training, int64_t v) {
+  auto bn_variant = [](std::string name, Shape x, bool training, int64_t v, bool relu = false) {
     return Variant{name,
                    [=](Generator& g) {
                      Inputs in{rand64(x, g), rand64({x[1]}, g), rand64({x[1]}, g)};
@@ -148,6 +148,7 @@ std::vector<OpCase> make_cases() {
                      ops::BatchNormOptions o;
                      o.training = training;
                      o.virtual_batch_size = v;
+                     o.relu = relu;
                      return ops::batch_norm(in[0], in[1], in[2], in[3], in[4], o);
                    },
                    {0, 1, 2}};
@@ -156,7 +157,10 @@ std::vector<OpCase> make_cases() {
       {OpKind::BatchNorm,
        {bn_variant("train (N,C,H,W)", {4, 3, 2, 2}, true, 0),
         bn_variant("train (N,C)", {6, 4}, true, 0), bn_variant("ghost V=2", {6, 2, 2, 1}, true, 2),
-        bn_variant("eval", {3, 2, 2, 2}, false, 0)},
+        bn_variant("eval", {3, 2, 2, 2}, false, 0),
+        bn_variant("train + relu", {4, 3, 2, 2}, true, 0, true),
+        bn_variant("ghost V=2 + relu", {4, 2, 3, 1}, true, 2, true),
+        bn_variant("eval + relu", {3, 2, 2, 2}, false, 0, true)},
        [] {
          // One channel, values [1, 3]: mean 2, biased var 1 -> [-1, 1] (eps 0+).
          ops::BatchNormOptions o;
@@ -226,6 +230,19 @@ std::vector<OpCase> make_cases() {
                  {0}}},
                [] {
                  expect_values(ops::add(t64({1, 2}, {2}), t64({10, 20}, {2})), {11, 22}, 0, "add");
+               }});
+
+  c.push_back({OpKind::AddRelu,
+               {{"away from the kink",
+                 [](Generator& g) {
+                   return Inputs{away_from_zero({3, 5}, g), rand64({3, 5}, g)};
+                 },
+                 // b is scaled by 0.01 so that a + 0.01 b stays at least 0.02 away from 0
+                 [](const Inputs& in) { return ops::add_relu(in[0], ops::scale(in[1], 0.01)); },
+                 {0, 1}}},
+               [] {
+                 expect_values(ops::add_relu(t64({1, -2, 0.5}, {3}), t64({-3, 1, 0.5}, {3})),
+                               {0, 0, 1}, 0, "add_relu");
                }});
 
   c.push_back({OpKind::Scale,
@@ -376,7 +393,7 @@ const std::vector<OpCase>& cases() {
 }
 
 // The table above must have exactly one row per op: make_cases() returns them in OpKind order.
-static_assert(kOpCount == 17,
+static_assert(kOpCount == 18,
               "an op was added to or removed from runtime/ops/op_table.h: add or remove its row "
               "(gradcheck variants and known value) in tests/gradcheck/test_op_table.cpp, then "
               "update this count");

@@ -53,7 +53,7 @@ TEST(OpErrors, OpOutsideAnyModuleNamesJustTheOp) {
   EXPECT_EQ(message_of<ShapeError>([] {
               ops::add(zeros({2, 3}), zeros({3, 2}));
             }),
-            "add: shapes (2, 3) and (3, 2) differ (add does not broadcast)");
+            "add: shapes (2, 3) and (3, 2) differ (no broadcasting)");
   EXPECT_EQ(message_of<ShapeError>([] {
               ops::conv2d(zeros({2, 3, 8}), zeros({4, 3, 3, 3}), {}, {});
             }),
