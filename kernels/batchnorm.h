@@ -54,4 +54,67 @@ void batchnorm_backward_eval_cpu(const BatchNormShape& s, const T* x, const T* d
                                  const T* running_mean, const T* running_var, T eps, T* dx,
                                  T* dgamma, T* dbeta);
 
+// Fused batch norm + ReLU. Forward: the forward above, then y = max(y, 0) (y < 0 ? 0 : y, so a
+// NaN stays NaN); bitwise equal to the unfused pair. Backward: y is the fused forward's OUTPUT;
+// dy is masked first (dy' = y > 0 ? dy : 0) and then goes through the ordinary backward, again
+// bitwise equal to relu_backward followed by the unfused backward.
+template <typename T>
+void batchnorm_relu_forward_train_cpu(const BatchNormShape& s, const T* x, const T* gamma,
+                                      const T* beta, T eps, T momentum, T* y, T* save_mean,
+                                      T* save_invstd, T* running_mean, T* running_var);
+template <typename T>
+void batchnorm_relu_forward_eval_cpu(const BatchNormShape& s, const T* x, const T* gamma,
+                                     const T* beta, const T* running_mean, const T* running_var,
+                                     T eps, T* y);
+template <typename T>
+void batchnorm_relu_backward_train_cpu(const BatchNormShape& s, const T* x, const T* y, const T* dy,
+                                       const T* gamma, const T* save_mean, const T* save_invstd,
+                                       T* dx, T* dgamma, T* dbeta);
+template <typename T>
+void batchnorm_relu_backward_eval_cpu(const BatchNormShape& s, const T* x, const T* y, const T* dy,
+                                      const T* gamma, const T* running_mean, const T* running_var,
+                                      T eps, T* dx, T* dgamma, T* dbeta);
+
+// CUDA versions (float, stream first; every pointer is device memory), same shapes, semantics
+// and null-pointer options as the CPU functions; one launch each, no host sync, no workspace.
+// The running statistics are updated by the kernel (mean over groups, then one EMA step), and
+// dgamma/dbeta are summed over groups in group order: deterministic (no atomics).
+// Numerics (kernels/cuda/batchnorm.cu): statistics from shifted sums in double (x minus the
+// group's first value), so they agree with the CPU's double two-pass values to double rounding;
+// y uses the CPU's float expression on the saved statistics; backward sums in double. Eval y and
+// dx are bitwise the CPU's. Empty shapes launch nothing (the backward passes then zero dgamma and
+// dbeta, as the CPU does). Limit: V*L (train) and N*L (eval) below 2^31 per channel.
+void batchnorm_forward_train_cuda(cudaStream_t stream, const BatchNormShape& s, const float* x,
+                                  const float* gamma, const float* beta, float eps, float momentum,
+                                  float* y, float* save_mean, float* save_invstd,
+                                  float* running_mean, float* running_var);
+void batchnorm_forward_eval_cuda(cudaStream_t stream, const BatchNormShape& s, const float* x,
+                                 const float* gamma, const float* beta, const float* running_mean,
+                                 const float* running_var, float eps, float* y);
+void batchnorm_backward_train_cuda(cudaStream_t stream, const BatchNormShape& s, const float* x,
+                                   const float* dy, const float* gamma, const float* save_mean,
+                                   const float* save_invstd, float* dx, float* dgamma,
+                                   float* dbeta);
+void batchnorm_backward_eval_cuda(cudaStream_t stream, const BatchNormShape& s, const float* x,
+                                  const float* dy, const float* gamma, const float* running_mean,
+                                  const float* running_var, float eps, float* dx, float* dgamma,
+                                  float* dbeta);
+void batchnorm_relu_forward_train_cuda(cudaStream_t stream, const BatchNormShape& s, const float* x,
+                                       const float* gamma, const float* beta, float eps,
+                                       float momentum, float* y, float* save_mean,
+                                       float* save_invstd, float* running_mean, float* running_var);
+void batchnorm_relu_forward_eval_cuda(cudaStream_t stream, const BatchNormShape& s, const float* x,
+                                      const float* gamma, const float* beta,
+                                      const float* running_mean, const float* running_var,
+                                      float eps, float* y);
+void batchnorm_relu_backward_train_cuda(cudaStream_t stream, const BatchNormShape& s,
+                                        const float* x, const float* y, const float* dy,
+                                        const float* gamma, const float* save_mean,
+                                        const float* save_invstd, float* dx, float* dgamma,
+                                        float* dbeta);
+void batchnorm_relu_backward_eval_cuda(cudaStream_t stream, const BatchNormShape& s, const float* x,
+                                       const float* y, const float* dy, const float* gamma,
+                                       const float* running_mean, const float* running_var,
+                                       float eps, float* dx, float* dgamma, float* dbeta);
+
 }  // namespace pb::kernels

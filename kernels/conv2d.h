@@ -27,4 +27,20 @@ void conv2d_backward_data_cpu(const Conv2dShape& s, const T* dy, const T* w, T* 
 template <typename T>
 void conv2d_backward_weight_cpu(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* dbias);
 
+// CUDA versions (float), same semantics, enqueued on `stream`: implicit GEMM with pure FP32 FFMA,
+// no im2col buffer (kernels/cuda/conv2d.cu). Each tensor must hold fewer than 2^31 elements.
+void conv2d_forward_cuda(cudaStream_t stream, const Conv2dShape& s, const float* x, const float* w,
+                         const float* bias, float* y);
+void conv2d_backward_data_cuda(cudaStream_t stream, const Conv2dShape& s, const float* dy,
+                               const float* w, float* dx);
+
+// Backward-weight splits the N*P*Q reduction across blocks and sums the partial results in a
+// fixed order, so dw is deterministic (bit-identical from run to run for a given shape). The
+// partial sums need a device workspace of conv2d_backward_weight_cuda_workspace_bytes(s) bytes
+// (a function of the shape only; 0 when the shape is not split, and then `workspace` may be
+// nullptr). The workspace must not be used by other work while this call runs on `stream`.
+int64_t conv2d_backward_weight_cuda_workspace_bytes(const Conv2dShape& s);
+void conv2d_backward_weight_cuda(cudaStream_t stream, const Conv2dShape& s, const float* x,
+                                 const float* dy, float* dw, float* dbias, void* workspace);
+
 }  // namespace pb::kernels

@@ -23,7 +23,17 @@ template <typename T>
 void gemm_reference(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                     int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// CUDA (float only): the same function as gemm_cpu, enqueued on `stream` (asynchronous). A
+// hand-written FP32 SGEMM (no tensor cores, no TF32), see kernels/cuda/gemm.cu. Any M, N, K up to
+// 2^31 - 257, any leading dimensions; float4 loads when A and B are 16-byte aligned with lda and
+// ldb multiples of 4. beta == 0 overwrites C without reading it.
+void gemm_cuda(cudaStream_t stream, Trans ta, Trans tb, int64_t M, int64_t N, int64_t K,
+               float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+               float* C, int64_t ldc);
+
 // "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads": what the float path runs on.
 std::string cpu_blas_info();
+// Sets OpenBLAS's thread count (deterministic runs use 1).
+void set_cpu_blas_threads(int threads);
 
 }  // namespace pb::kernels

@@ -13,4 +13,11 @@ template <typename T>
 void linear_backward_cpu(int64_t M, int64_t N, int64_t K, const T* x, const T* w, const T* dy,
                          T* dx, T* dw, T* db);
 
+// CUDA versions (float), same semantics, enqueued on `stream`: three gemm_cuda calls plus a bias
+// broadcast and a deterministic column sum for db (kernels/cuda/linear.cu).
+void linear_forward_cuda(cudaStream_t stream, int64_t M, int64_t N, int64_t K, const float* x,
+                         const float* w, const float* b, float* y);
+void linear_backward_cuda(cudaStream_t stream, int64_t M, int64_t N, int64_t K, const float* x,
+                          const float* w, const float* dy, float* dx, float* dw, float* db);
+
 }  // namespace pb::kernels

@@ -12,4 +12,13 @@ template <typename T>
 void topk_error_count_cpu(int64_t N, int64_t K, int64_t k, const T* logits, const int32_t* labels,
                           const T* weights, T* errors, T* total);
 
+// CUDA version (float; errors, total and every pointer in device memory, nothing read back to
+// the host). Same result as the CPU, except that a label outside [0, K) on a row with w_i != 0
+// counts as an error (the CPU does not check labels). Deterministic reduction through
+// `workspace`, reduce_cuda_workspace_bytes() bytes of device memory (kernels/reduce.h).
+// N == 0 only clears *errors and *total. K >= 1 (std::invalid_argument).
+void topk_error_count_cuda(cudaStream_t stream, int64_t N, int64_t K, int64_t k,
+                           const float* logits, const int32_t* labels, const float* weights,
+                           float* errors, float* total, void* workspace);
+
 }  // namespace pb::kernels

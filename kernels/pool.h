@@ -34,4 +34,21 @@ void global_avg_pool_forward_cpu(int64_t N, int64_t C, int64_t L, const T* x, T*
 template <typename T>
 void global_avg_pool_backward_cpu(int64_t N, int64_t C, int64_t L, const T* dy, T* dx);
 
+// CUDA versions (float, stream first), same shapes and semantics; invalid shapes throw
+// std::invalid_argument as on the CPU (and planes of 2^31 or more cells). max/avg pooling and
+// their backward passes (a gather over the covering windows, in the CPU's order) equal the CPU
+// kernels bit for bit, overlapping windows included; global_avg_pool_forward_cuda sums in double
+// (within the CPU float sum's rounding); its backward is bitwise. N*C == 0 launches nothing.
+void max_pool2d_forward_cuda(cudaStream_t stream, const Pool2dShape& s, const float* x, float* y,
+                             int32_t* argmax);
+void max_pool2d_backward_cuda(cudaStream_t stream, const Pool2dShape& s, const float* dy,
+                              const int32_t* argmax, float* dx);
+void avg_pool2d_forward_cuda(cudaStream_t stream, const Pool2dShape& s, const float* x, float* y);
+void avg_pool2d_backward_cuda(cudaStream_t stream, const Pool2dShape& s, const float* dy,
+                              float* dx);
+void global_avg_pool_forward_cuda(cudaStream_t stream, int64_t N, int64_t C, int64_t L,
+                                  const float* x, float* y);
+void global_avg_pool_backward_cuda(cudaStream_t stream, int64_t N, int64_t C, int64_t L,
+                                   const float* dy, float* dx);
+
 }  // namespace pb::kernels

@@ -19,12 +19,22 @@ inline int64_t row_offset(const BatchNormShape& s, int64_t n, int64_t c) {
   return (n * s.C + c) * s.L;
 }
 
-}  // namespace
-
+// relu_forward's expression: a NaN stays NaN.
 template <typename T>
-void batchnorm_forward_train_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* beta,
-                                 T eps, T momentum, T* y, T* save_mean, T* save_invstd,
-                                 T* running_mean, T* running_var) {
+inline T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
+// dy masked by the fused forward's output y (y > 0 ? dy : 0); plain dy when y is null.
+template <typename T>
+inline T masked_dy(const T* dy, const T* y, int64_t i) {
+  return y == nullptr || y[i] > T(0) ? dy[i] : T(0);
+}
+
+template <typename T, bool kRelu>
+void forward_train(const BatchNormShape& s, const T* x, const T* gamma, const T* beta, T eps,
+                   T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
+                   T* running_var) {
   if (s.N <= 0 || s.C <= 0 || s.L <= 0) return;
   const int64_t V = s.group_size();
   const int64_t G = s.groups();
@@ -71,7 +81,10 @@ void batchnorm_forward_train_cpu(const BatchNormShape& s, const T* x, const T* g
       for (int64_t n = g * V; n < (g + 1) * V; ++n) {
         const T* xr = x + row_offset(s, n, c);  // (L)
         T* yr = y + row_offset(s, n, c);        // (L)
-        for (int64_t l = 0; l < s.L; ++l) yr[l] = (xr[l] - t_mean) * t_invstd * gm + bt;
+        for (int64_t l = 0; l < s.L; ++l) {
+          const T v = (xr[l] - t_mean) * t_invstd * gm + bt;
+          yr[l] = kRelu ? relu(v) : v;
+        }
       }
     }
   }
@@ -92,9 +105,9 @@ void batchnorm_forward_train_cpu(const BatchNormShape& s, const T* x, const T* g
   }
 }
 
-template <typename T>
-void batchnorm_forward_eval_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* beta,
-                                const T* running_mean, const T* running_var, T eps, T* y) {
+template <typename T, bool kRelu>
+void forward_eval(const BatchNormShape& s, const T* x, const T* gamma, const T* beta,
+                  const T* running_mean, const T* running_var, T eps, T* y) {
   for (int64_t c = 0; c < s.C; ++c) {
     const T invstd = T(1) / std::sqrt(running_var[c] + eps);
     const T mean = running_mean[c];
@@ -103,7 +116,10 @@ void batchnorm_forward_eval_cpu(const BatchNormShape& s, const T* x, const T* ga
     for (int64_t n = 0; n < s.N; ++n) {
       const T* xr = x + row_offset(s, n, c);  // (L)
       T* yr = y + row_offset(s, n, c);        // (L)
-      for (int64_t l = 0; l < s.L; ++l) yr[l] = (xr[l] - mean) * invstd * gm + bt;
+      for (int64_t l = 0; l < s.L; ++l) {
+        const T v = (xr[l] - mean) * invstd * gm + bt;
+        yr[l] = kRelu ? relu(v) : v;
+      }
     }
   }
 }
@@ -112,10 +128,11 @@ void batchnorm_forward_eval_cpu(const BatchNormShape& s, const T* x, const T* ga
 //   dx = invstd / m * (m * dy * gamma - sum(dy * gamma) - xhat * sum(dy * gamma * xhat))
 //      = gamma * invstd * (dy - sum(dy) / m - xhat * sum(dy * xhat) / m)
 //   dgamma = sum over all groups of sum(dy * xhat),  dbeta = sum over all groups of sum(dy).
+// relu_y: the fused forward's output masking dy, or nullptr.
 template <typename T>
-void batchnorm_backward_train_cpu(const BatchNormShape& s, const T* x, const T* dy, const T* gamma,
-                                  const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
-                                  T* dbeta) {
+void backward_train(const BatchNormShape& s, const T* x, const T* relu_y, const T* dy,
+                    const T* gamma, const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
+                    T* dbeta) {
   std::vector<double> dgamma_acc(s.C > 0 ? s.C : 0, 0.0);  // (C)
   std::vector<double> dbeta_acc(s.C > 0 ? s.C : 0, 0.0);   // (C)
   if (s.N > 0 && s.C > 0 && s.L > 0) {
@@ -130,11 +147,12 @@ void batchnorm_backward_train_cpu(const BatchNormShape& s, const T* x, const T* 
         double sum_dy = 0.0, sum_dy_xhat = 0.0;
         for (int64_t n = g * V; n < (g + 1) * V; ++n) {
           const T* xr = x + row_offset(s, n, c);    // (L)
-          const T* dyr = dy + row_offset(s, n, c);  // (L)
+          const int64_t row = row_offset(s, n, c);  // (L)
           for (int64_t l = 0; l < s.L; ++l) {
             const double xhat = static_cast<double>((xr[l] - mean) * invstd);
-            sum_dy += static_cast<double>(dyr[l]);
-            sum_dy_xhat += static_cast<double>(dyr[l]) * xhat;
+            const double d = static_cast<double>(masked_dy(dy, relu_y, row + l));
+            sum_dy += d;
+            sum_dy_xhat += d * xhat;
           }
         }
         dgamma_acc[c] += sum_dy_xhat;
@@ -145,13 +163,13 @@ void batchnorm_backward_train_cpu(const BatchNormShape& s, const T* x, const T* 
         const double mean_dy = sum_dy / m;
         const double mean_dy_xhat = sum_dy_xhat / m;
         for (int64_t n = g * V; n < (g + 1) * V; ++n) {
-          const T* xr = x + row_offset(s, n, c);    // (L)
-          const T* dyr = dy + row_offset(s, n, c);  // (L)
-          T* dxr = dx + row_offset(s, n, c);        // (L)
+          const T* xr = x + row_offset(s, n, c);  // (L)
+          T* dxr = dx + row_offset(s, n, c);      // (L)
+          const int64_t row = row_offset(s, n, c);
           for (int64_t l = 0; l < s.L; ++l) {
             const double xhat = static_cast<double>((xr[l] - mean) * invstd);
-            dxr[l] =
-                static_cast<T>(k * (static_cast<double>(dyr[l]) - mean_dy - xhat * mean_dy_xhat));
+            const double d = static_cast<double>(masked_dy(dy, relu_y, row + l));
+            dxr[l] = static_cast<T>(k * (d - mean_dy - xhat * mean_dy_xhat));
           }
         }
       }
@@ -166,28 +184,88 @@ void batchnorm_backward_train_cpu(const BatchNormShape& s, const T* x, const T* 
 // Statistics are constants: dx = dy * gamma * invstd with invstd = 1 / sqrt(rv + eps);
 // dgamma = sum dy * xhat, dbeta = sum dy over (N,L).
 template <typename T>
-void batchnorm_backward_eval_cpu(const BatchNormShape& s, const T* x, const T* dy, const T* gamma,
-                                 const T* running_mean, const T* running_var, T eps, T* dx,
-                                 T* dgamma, T* dbeta) {
+void backward_eval(const BatchNormShape& s, const T* x, const T* relu_y, const T* dy,
+                   const T* gamma, const T* running_mean, const T* running_var, T eps, T* dx,
+                   T* dgamma, T* dbeta) {
   for (int64_t c = 0; c < s.C; ++c) {
     const T invstd = T(1) / std::sqrt(running_var[c] + eps);
     const T mean = running_mean[c];
     const T k = (gamma ? gamma[c] : T(1)) * invstd;
     double sum_dy = 0.0, sum_dy_xhat = 0.0;
     for (int64_t n = 0; n < s.N; ++n) {
-      const T* xr = x + row_offset(s, n, c);    // (L)
-      const T* dyr = dy + row_offset(s, n, c);  // (L)
-      T* dxr = dx + row_offset(s, n, c);        // (L)
+      const T* xr = x + row_offset(s, n, c);  // (L)
+      T* dxr = dx + row_offset(s, n, c);      // (L)
+      const int64_t row = row_offset(s, n, c);
       for (int64_t l = 0; l < s.L; ++l) {
         const T xhat = (xr[l] - mean) * invstd;
-        sum_dy += static_cast<double>(dyr[l]);
-        sum_dy_xhat += static_cast<double>(dyr[l]) * static_cast<double>(xhat);
-        dxr[l] = dyr[l] * k;
+        const T d = masked_dy(dy, relu_y, row + l);
+        sum_dy += static_cast<double>(d);
+        sum_dy_xhat += static_cast<double>(d) * static_cast<double>(xhat);
+        dxr[l] = d * k;
       }
     }
     if (dgamma) dgamma[c] = static_cast<T>(sum_dy_xhat);
     if (dbeta) dbeta[c] = static_cast<T>(sum_dy);
   }
+}
+
+}  // namespace
+
+template <typename T>
+void batchnorm_forward_train_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* beta,
+                                 T eps, T momentum, T* y, T* save_mean, T* save_invstd,
+                                 T* running_mean, T* running_var) {
+  forward_train<T, false>(s, x, gamma, beta, eps, momentum, y, save_mean, save_invstd, running_mean,
+                          running_var);
+}
+
+template <typename T>
+void batchnorm_forward_eval_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* beta,
+                                const T* running_mean, const T* running_var, T eps, T* y) {
+  forward_eval<T, false>(s, x, gamma, beta, running_mean, running_var, eps, y);
+}
+
+template <typename T>
+void batchnorm_backward_train_cpu(const BatchNormShape& s, const T* x, const T* dy, const T* gamma,
+                                  const T* save_mean, const T* save_invstd, T* dx, T* dgamma,
+                                  T* dbeta) {
+  backward_train<T>(s, x, nullptr, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+}
+
+template <typename T>
+void batchnorm_backward_eval_cpu(const BatchNormShape& s, const T* x, const T* dy, const T* gamma,
+                                 const T* running_mean, const T* running_var, T eps, T* dx,
+                                 T* dgamma, T* dbeta) {
+  backward_eval<T>(s, x, nullptr, dy, gamma, running_mean, running_var, eps, dx, dgamma, dbeta);
+}
+
+template <typename T>
+void batchnorm_relu_forward_train_cpu(const BatchNormShape& s, const T* x, const T* gamma,
+                                      const T* beta, T eps, T momentum, T* y, T* save_mean,
+                                      T* save_invstd, T* running_mean, T* running_var) {
+  forward_train<T, true>(s, x, gamma, beta, eps, momentum, y, save_mean, save_invstd, running_mean,
+                         running_var);
+}
+
+template <typename T>
+void batchnorm_relu_forward_eval_cpu(const BatchNormShape& s, const T* x, const T* gamma,
+                                     const T* beta, const T* running_mean, const T* running_var,
+                                     T eps, T* y) {
+  forward_eval<T, true>(s, x, gamma, beta, running_mean, running_var, eps, y);
+}
+
+template <typename T>
+void batchnorm_relu_backward_train_cpu(const BatchNormShape& s, const T* x, const T* y, const T* dy,
+                                       const T* gamma, const T* save_mean, const T* save_invstd,
+                                       T* dx, T* dgamma, T* dbeta) {
+  backward_train<T>(s, x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+}
+
+template <typename T>
+void batchnorm_relu_backward_eval_cpu(const BatchNormShape& s, const T* x, const T* y, const T* dy,
+                                      const T* gamma, const T* running_mean, const T* running_var,
+                                      T eps, T* dx, T* dgamma, T* dbeta) {
+  backward_eval<T>(s, x, y, dy, gamma, running_mean, running_var, eps, dx, dgamma, dbeta);
 }
 
 #define PB_INSTANTIATE_BATCHNORM(T)                                                                \
@@ -198,7 +276,17 @@ void batchnorm_backward_eval_cpu(const BatchNormShape& s, const T* x, const T* d
   template void batchnorm_backward_train_cpu<T>(const BatchNormShape&, const T*, const T*,         \
                                                 const T*, const T*, const T*, T*, T*, T*);         \
   template void batchnorm_backward_eval_cpu<T>(const BatchNormShape&, const T*, const T*,          \
-                                               const T*, const T*, const T*, T, T*, T*, T*);
+                                               const T*, const T*, const T*, T, T*, T*, T*);       \
+  template void batchnorm_relu_forward_train_cpu<T>(const BatchNormShape&, const T*, const T*,     \
+                                                    const T*, T, T, T*, T*, T*, T*, T*);           \
+  template void batchnorm_relu_forward_eval_cpu<T>(const BatchNormShape&, const T*, const T*,      \
+                                                   const T*, const T*, const T*, T, T*);           \
+  template void batchnorm_relu_backward_train_cpu<T>(const BatchNormShape&, const T*, const T*,    \
+                                                     const T*, const T*, const T*, const T*, T*,   \
+                                                     T*, T*);                                      \
+  template void batchnorm_relu_backward_eval_cpu<T>(const BatchNormShape&, const T*, const T*,     \
+                                                    const T*, const T*, const T*, const T*, T, T*, \
+                                                    T*, T*);
 
 PB_INSTANTIATE_BATCHNORM(float)
 PB_INSTANTIATE_BATCHNORM(double)

@@ -55,6 +55,21 @@ void add_cpu(int64_t n, const T* a, const T* b, T* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
 }
 
+// (n) y = relu(a + b): the sum is rounded to T first, exactly as add_cpu then relu_forward_cpu.
+template <typename T>
+void add_relu_cpu(int64_t n, const T* a, const T* b, T* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = a[i] + b[i];
+    y[i] = s < T(0) ? T(0) : s;
+  }
+}
+
+// (n) dx = y > 0 ? dy : 0, y the forward output (y > 0 iff a + b > 0)
+template <typename T>
+void add_relu_backward_cpu(int64_t n, const T* y, const T* dy, T* dx) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+}
+
 // (n) y = alpha * x
 template <typename T>
 void scale_cpu(int64_t n, T alpha, const T* x, T* y) {
@@ -73,14 +88,16 @@ void fill_cpu(int64_t n, T value, T* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = value;
 }
 
-#define PB_INSTANTIATE_ELEMENTWISE(T)                                  \
-  template void relu_forward_cpu<T>(int64_t, const T*, T*);            \
-  template void relu_backward_cpu<T>(int64_t, const T*, const T*, T*); \
-  template void gelu_forward_cpu<T>(int64_t, const T*, T*);            \
-  template void gelu_backward_cpu<T>(int64_t, const T*, const T*, T*); \
-  template void add_cpu<T>(int64_t, const T*, const T*, T*);           \
-  template void scale_cpu<T>(int64_t, T, const T*, T*);                \
-  template void axpy_cpu<T>(int64_t, T, const T*, T*);                 \
+#define PB_INSTANTIATE_ELEMENTWISE(T)                                      \
+  template void relu_forward_cpu<T>(int64_t, const T*, T*);                \
+  template void relu_backward_cpu<T>(int64_t, const T*, const T*, T*);     \
+  template void gelu_forward_cpu<T>(int64_t, const T*, T*);                \
+  template void gelu_backward_cpu<T>(int64_t, const T*, const T*, T*);     \
+  template void add_cpu<T>(int64_t, const T*, const T*, T*);               \
+  template void add_relu_cpu<T>(int64_t, const T*, const T*, T*);          \
+  template void add_relu_backward_cpu<T>(int64_t, const T*, const T*, T*); \
+  template void scale_cpu<T>(int64_t, T, const T*, T*);                    \
+  template void axpy_cpu<T>(int64_t, T, const T*, T*);                     \
   template void fill_cpu<T>(int64_t, T, T*);
 
 PB_INSTANTIATE_ELEMENTWISE(float)

@@ -46,7 +46,7 @@ void softmax_cross_entropy_forward_cpu(int64_t N, int64_t K, const T* logits, co
 // Rows with w_i == 0, and everything when sum_i w_i == 0, get exactly 0.
 template <typename T>
 void softmax_cross_entropy_backward_cpu(int64_t N, int64_t K, const T* probs, const int32_t* labels,
-                                        const T* weights, T smoothing, T dloss, T* dlogits) {
+                                        const T* weights, T smoothing, const T* dloss, T* dlogits) {
   const double s = static_cast<double>(smoothing);
   double weight_total = 0.0;
   for (int64_t i = 0; i < N; ++i) weight_total += weights ? static_cast<double>(weights[i]) : 1.0;
@@ -58,7 +58,7 @@ void softmax_cross_entropy_backward_cpu(int64_t N, int64_t K, const T* probs, co
       for (int64_t k = 0; k < K; ++k) dz[k] = T(0);
       continue;
     }
-    const double coef = static_cast<double>(dloss) * w / weight_total;
+    const double coef = static_cast<double>(*dloss) * w / weight_total;
     const double q_off = s / static_cast<double>(K);
     for (int64_t k = 0; k < K; ++k) {
       const double q = (k == labels[i] ? 1.0 - s : 0.0) + q_off;
@@ -81,9 +81,10 @@ void mse_forward_cpu(int64_t n, const T* pred, const T* target, T* loss) {
 
 // dpred = 2 dloss (pred - target) / n,  dtarget = -dpred.
 template <typename T>
-void mse_backward_cpu(int64_t n, const T* pred, const T* target, T dloss, T* dpred, T* dtarget) {
+void mse_backward_cpu(int64_t n, const T* pred, const T* target, const T* dloss, T* dpred,
+                      T* dtarget) {
   if (n <= 0) return;
-  const double coef = 2.0 * static_cast<double>(dloss) / static_cast<double>(n);
+  const double coef = 2.0 * static_cast<double>(*dloss) / static_cast<double>(n);
   for (int64_t i = 0; i < n; ++i) {
     const double g = coef * (static_cast<double>(pred[i]) - static_cast<double>(target[i]));
     if (dpred) dpred[i] = static_cast<T>(g);
@@ -95,9 +96,9 @@ void mse_backward_cpu(int64_t n, const T* pred, const T* target, T dloss, T* dpr
   template void softmax_cross_entropy_forward_cpu<T>(int64_t, int64_t, const T*, const int32_t*,  \
                                                      const T*, T, T*, T*);                        \
   template void softmax_cross_entropy_backward_cpu<T>(int64_t, int64_t, const T*, const int32_t*, \
-                                                      const T*, T, T, T*);                        \
+                                                      const T*, T, const T*, T*);                 \
   template void mse_forward_cpu<T>(int64_t, const T*, const T*, T*);                              \
-  template void mse_backward_cpu<T>(int64_t, const T*, const T*, T, T*, T*);
+  template void mse_backward_cpu<T>(int64_t, const T*, const T*, const T*, T*, T*);
 
 PB_INSTANTIATE_LOSS(float)
 PB_INSTANTIATE_LOSS(double)

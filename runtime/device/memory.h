@@ -1,7 +1,7 @@
 #pragma once
 // Raw memory on a device: allocation, copies between any two devices, zero fill.
-// In this issue CUDA memory comes straight from cudaMalloc; the caching allocator replaces it in
-// the CUDA backend issue behind the same functions.
+// CUDA memory comes from the device's caching allocator (caching_allocator.h) on the device's
+// compute stream; copies and zero fills are queued on that stream (cuda_device.h).
 #include <cstddef>
 
 #include "runtime/core/device.h"
@@ -11,10 +11,17 @@ namespace pb::device {
 // 64-byte aligned host memory or device memory; nbytes == 0 returns nullptr.
 void* allocate(std::size_t nbytes, Device device);
 void deallocate(void* ptr, std::size_t nbytes, Device device) noexcept;
-// Synchronous copy of nbytes between any two devices.
+// Synchronous copy of nbytes between any two devices: ordered after the work queued on the CUDA
+// side's compute stream, and complete when it returns.
 void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t nbytes);
+// Zero fill; on a CUDA device queued on its compute stream (the host does not wait).
 void zero(void* ptr, std::size_t nbytes, Device device);
 // Blocks until all work queued on the device is done (no-op for the CPU).
 void synchronize(Device device);
+
+// Test aid: while on, every new allocation (host or device) is filled with 0xFF bytes (NaN as
+// float, -1 as int32), so a kernel that leaves an output element unwritten fails its check.
+void set_poison_allocations(bool on);
+bool poison_allocations();
 
 }  // namespace pb::device

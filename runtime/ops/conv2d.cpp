@@ -34,7 +34,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
       [&]<typename T>() {
         kernels::conv2d_forward_cpu<T>(s, ptr<T>(x), ptr<T>(w), ptr<T>(b), ptr<T>(y));
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::conv2d_forward_cuda(stream_for(x.device()), s, ptr<float>(x),
+                                                  ptr<float>(w), ptr<float>(b), ptr<float>(y))));
   if (autograd::needs_grad({&x, &w, &b})) {
     autograd::record(op, {x, w, b}, y, [x, w, b, s](const Tensor& gy) {
       Tensor gx = x.requires_grad() ? empty_like(x) : Tensor{};
@@ -52,7 +53,20 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
                                                      ptr<T>(gb));
             }
           },
-          NoCuda{});
+          PB_CUDA_KERNEL(
+              const cudaStream_t stream = stream_for(x.device()); if (gx.defined()) {
+                kernels::conv2d_backward_data_cuda(stream, s, ptr<float>(gy), ptr<float>(w),
+                                                   ptr<float>(gx));
+              } if (gw.defined()) {
+                // Split-K partial sums; the caching allocator makes this buffer cheap to reuse.
+                const int64_t bytes = kernels::conv2d_backward_weight_cuda_workspace_bytes(s);
+                const Tensor workspace = bytes > 0 ? empty(Shape{(bytes + 3) / 4},
+                                                           TensorOptions{}.with_device(x.device()))
+                                                   : Tensor{};
+                kernels::conv2d_backward_weight_cuda(
+                    stream, s, ptr<float>(x), ptr<float>(gy), ptr<float>(gw), ptr<float>(gb),
+                    workspace.defined() ? workspace.raw_data() : nullptr);
+              }));
       if (!w.requires_grad()) gw = Tensor{};
       return std::vector<Tensor>{gx, gw, gb};
     });

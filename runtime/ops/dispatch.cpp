@@ -1,8 +1,13 @@
 #include "runtime/ops/dispatch.h"
 
+#include <map>
+#include <mutex>
 #include <vector>
 
+#include "kernels/reduce.h"
+
 #include "runtime/core/module_scope.h"
+#include "runtime/device/cuda_device.h"
 
 namespace pb {
 
@@ -70,6 +75,7 @@ void check_labels(OpKind op, const Tensor& labels, int64_t N, int64_t K, const T
     op_fail(op, "labels are on {} but logits are on {}", labels.device().str(),
             like.device().str());
   }
+  if (!labels.device().is_cpu()) return;
   const std::vector<int32_t> values = labels.to_vector<int32_t>();
   for (std::size_t i = 0; i < values.size(); ++i) {
     if (values[i] < 0 || values[i] >= K) {
@@ -78,8 +84,26 @@ void check_labels(OpKind op, const Tensor& labels, int64_t N, int64_t K, const T
   }
 }
 
-cudaStream_t stream_for(Device /*device*/) {
-  return nullptr;
+cudaStream_t stream_for(Device device) {
+  // Kernels launch on the current device, and a stream only takes kernels of its own device.
+  pb::device::set_current_device(device);
+  return pb::device::compute_stream(device);
+}
+
+void* reduce_workspace(Device device) {
+#ifdef PB_WITH_CUDA
+  static std::mutex mutex;
+  static std::map<int, Tensor> workspaces;  // kept for the life of the process
+  std::lock_guard<std::mutex> lock(mutex);
+  Tensor& w = workspaces[device.index];
+  if (!w.defined()) {
+    const int64_t floats = (kernels::reduce_cuda_workspace_bytes() + 3) / 4;
+    w = empty(Shape{floats}, TensorOptions{}.with_device(device));
+  }
+  return w.raw_data();
+#else
+  throw NotImplementedError("reduce_workspace: " + device.str() + " needs a CUDA build");
+#endif
 }
 
 }  // namespace ops::detail

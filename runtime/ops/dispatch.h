@@ -33,11 +33,16 @@ void check_inputs(OpKind op, std::initializer_list<Arg> required,
 void check_ndim(OpKind op, std::string_view name, const Tensor& t, int ndim);
 // t has shape (n) when defined.
 void check_vector(OpKind op, std::string_view name, const Tensor& t, int64_t n);
-// labels:(N) int32 on the same device as like, values in [0,K) (checked on the host).
+// labels:(N) int32 on the same device as like. On the CPU the values are checked to be in
+// [0,K); on a GPU that would cost a host sync every step, so the CUDA kernels turn a bad label
+// into a NaN loss instead (kernels/loss.h), which divergence detection reports.
 void check_labels(OpKind op, const Tensor& labels, int64_t N, int64_t K, const Tensor& like);
 
-// The stream CUDA kernels of this device run on (the default stream until streams land).
+// The stream CUDA kernels of this device run on: its compute stream (runtime/device).
 cudaStream_t stream_for(Device device);
+// One reduction workspace per CUDA device (kernels/reduce.h: reduce_cuda_workspace_bytes()),
+// shared by every reducing kernel, which all run on the device's compute stream.
+void* reduce_workspace(Device device);
 
 struct NoCuda {};
 
@@ -67,11 +72,6 @@ void dispatch(OpKind op, const Tensor& like, Cpu&& cpu, Cuda&& cuda) {
     cuda();
   }
 }
-
-// In-place y = max(y, 0), and the ReLU backward from the forward output: g = y > 0 ? gy : 0.
-// Used by ops with a fused ReLU (add_relu, batch_norm with relu).
-void relu_inplace(OpKind op, const Tensor& y);
-Tensor relu_mask_by_output(OpKind op, const Tensor& y, const Tensor& gy);
 
 // Typed element pointer; nullptr for an undefined (optional) tensor.
 template <typename T>

@@ -84,35 +84,27 @@ void scale_into(const Tensor& x, double alpha, const Tensor& y) {
 
 }  // namespace
 
-void detail::relu_inplace(OpKind op, const Tensor& y) {
-  const int64_t n = y.numel();
-  dispatch(
-      op, y, [&]<typename T>() { kernels::relu_forward_cpu<T>(n, ptr<T>(y), ptr<T>(y)); },
-      PB_CUDA_KERNEL(
-          kernels::relu_forward_cuda(stream_for(y.device()), n, ptr<float>(y), ptr<float>(y))));
-}
-
-Tensor detail::relu_mask_by_output(OpKind op, const Tensor& y, const Tensor& gy) {
-  Tensor g = empty_like(gy);
-  const int64_t n = y.numel();
-  // y = max(z, 0) > 0 exactly where z > 0, so the forward output masks like the input would.
-  dispatch(
-      op, y,
-      [&]<typename T>() { kernels::relu_backward_cpu<T>(n, ptr<T>(y), ptr<T>(gy), ptr<T>(g)); },
-      PB_CUDA_KERNEL(kernels::relu_backward_cuda(stream_for(y.device()), n, ptr<float>(y),
-                                                 ptr<float>(gy), ptr<float>(g))));
-  return g;
-}
-
 Tensor add_relu(const Tensor& a, const Tensor& b) {
   check_inputs(OpKind::AddRelu, {{"a", &a}, {"b", &b}});
   check_same_shape(OpKind::AddRelu, a, b);
   Tensor y = empty_like(a);
-  add_into(a, b, y);
-  relu_inplace(OpKind::AddRelu, y);
+  const int64_t n = a.numel();
+  dispatch(
+      OpKind::AddRelu, a,
+      [&]<typename T>() { kernels::add_relu_cpu<T>(n, ptr<T>(a), ptr<T>(b), ptr<T>(y)); },
+      PB_CUDA_KERNEL(kernels::add_relu_cuda(stream_for(a.device()), n, ptr<float>(a), ptr<float>(b),
+                                            ptr<float>(y))));
   if (autograd::needs_grad({&a, &b})) {
-    autograd::record(OpKind::AddRelu, {a, b}, y, [y](const Tensor& gy) {
-      const Tensor g = relu_mask_by_output(OpKind::AddRelu, y, gy);
+    // relu(a + b) > 0 exactly where a + b > 0: the output masks the gradient of both inputs.
+    autograd::record(OpKind::AddRelu, {a, b}, y, [y, n](const Tensor& gy) {
+      Tensor g = empty_like(gy);
+      dispatch(
+          OpKind::AddRelu, y,
+          [&]<typename T>() {
+            kernels::add_relu_backward_cpu<T>(n, ptr<T>(y), ptr<T>(gy), ptr<T>(g));
+          },
+          PB_CUDA_KERNEL(kernels::add_relu_backward_cuda(stream_for(y.device()), n, ptr<float>(y),
+                                                         ptr<float>(gy), ptr<float>(g))));
       return std::vector<Tensor>{g, g};
     });
   }

@@ -23,7 +23,9 @@ Tensor gemm(OpKind op, Trans ta, Trans tb, const Tensor& a, const Tensor& b, int
         kernels::gemm_cpu<T>(ta, tb, M, N, K, T(1), ptr<T>(a), lda, ptr<T>(b), ldb, T(0), ptr<T>(c),
                              N);
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::gemm_cuda(stream_for(a.device()), ta, tb, M, N, K, 1.0f,
+                                        ptr<float>(a), lda, ptr<float>(b), ldb, 0.0f, ptr<float>(c),
+                                        N)));
   return c;
 }
 
@@ -66,7 +68,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
       [&]<typename T>() {
         kernels::linear_forward_cpu<T>(M, N, K, ptr<T>(x), ptr<T>(w), ptr<T>(b), ptr<T>(y));
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::linear_forward_cuda(stream_for(x.device()), M, N, K, ptr<float>(x),
+                                                  ptr<float>(w), ptr<float>(b), ptr<float>(y))));
   if (autograd::needs_grad({&x, &w, &b})) {
     autograd::record(OpKind::Linear, {x, w, b}, y, [x, w, b, M, N, K](const Tensor& gy) {
       Tensor gx = x.requires_grad() ? empty_like(x) : Tensor{};
@@ -78,7 +81,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
             kernels::linear_backward_cpu<T>(M, N, K, ptr<T>(x), ptr<T>(w), ptr<T>(gy), ptr<T>(gx),
                                             ptr<T>(gw), ptr<T>(gb));
           },
-          NoCuda{});
+          PB_CUDA_KERNEL(kernels::linear_backward_cuda(
+              stream_for(x.device()), M, N, K, ptr<float>(x), ptr<float>(w), ptr<float>(gy),
+              ptr<float>(gx), ptr<float>(gw), ptr<float>(gb))));
       return std::vector<Tensor>{gx, gw, gb};
     });
   }

@@ -43,21 +43,27 @@ Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels, const T
             N, K, ptr<T>(logits), ptr<int32_t>(labels), ptr<T>(weights),
             static_cast<T>(label_smoothing), ptr<T>(loss), ptr<T>(probs));
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::softmax_cross_entropy_forward_cuda(
+          stream_for(logits.device()), N, K, ptr<float>(logits), ptr<int32_t>(labels),
+          ptr<float>(weights), static_cast<float>(label_smoothing), ptr<float>(loss),
+          ptr<float>(probs), reduce_workspace(logits.device()))));
   if (autograd::needs_grad({&logits})) {
-    autograd::record(op, {logits}, loss,
-                     [probs, labels, weights, label_smoothing, N, K](const Tensor& gloss) {
-                       Tensor glogits = empty_like(probs);
-                       dispatch(
-                           OpKind::SoftmaxCrossEntropy, probs,
-                           [&]<typename T>() {
-                             kernels::softmax_cross_entropy_backward_cpu<T>(
-                                 N, K, ptr<T>(probs), ptr<int32_t>(labels), ptr<T>(weights),
-                                 static_cast<T>(label_smoothing), gloss.item<T>(), ptr<T>(glogits));
-                           },
-                           NoCuda{});
-                       return std::vector<Tensor>{glogits};
-                     });
+    autograd::record(
+        op, {logits}, loss, [probs, labels, weights, label_smoothing, N, K](const Tensor& gloss) {
+          Tensor glogits = empty_like(probs);
+          dispatch(
+              OpKind::SoftmaxCrossEntropy, probs,
+              [&]<typename T>() {
+                kernels::softmax_cross_entropy_backward_cpu<T>(
+                    N, K, ptr<T>(probs), ptr<int32_t>(labels), ptr<T>(weights),
+                    static_cast<T>(label_smoothing), ptr<T>(gloss), ptr<T>(glogits));
+              },
+              PB_CUDA_KERNEL(kernels::softmax_cross_entropy_backward_cuda(
+                  stream_for(probs.device()), N, K, ptr<float>(probs), ptr<int32_t>(labels),
+                  ptr<float>(weights), static_cast<float>(label_smoothing), ptr<float>(gloss),
+                  ptr<float>(glogits), reduce_workspace(probs.device()))));
+          return std::vector<Tensor>{glogits};
+        });
   }
   return loss;
 }
@@ -76,7 +82,9 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
       [&]<typename T>() {
         kernels::mse_forward_cpu<T>(n, ptr<T>(pred), ptr<T>(target), ptr<T>(loss));
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::mse_forward_cuda(stream_for(pred.device()), n, ptr<float>(pred),
+                                               ptr<float>(target), ptr<float>(loss),
+                                               reduce_workspace(pred.device()))));
   if (autograd::needs_grad({&pred, &target})) {
     autograd::record(op, {pred, target}, loss, [pred, target, n](const Tensor& gloss) {
       Tensor gp = pred.requires_grad() ? empty_like(pred) : Tensor{};
@@ -84,10 +92,12 @@ Tensor mse_loss(const Tensor& pred, const Tensor& target) {
       dispatch(
           OpKind::MseLoss, pred,
           [&]<typename T>() {
-            kernels::mse_backward_cpu<T>(n, ptr<T>(pred), ptr<T>(target), gloss.item<T>(),
-                                         ptr<T>(gp), ptr<T>(gt));
+            kernels::mse_backward_cpu<T>(n, ptr<T>(pred), ptr<T>(target), ptr<T>(gloss), ptr<T>(gp),
+                                         ptr<T>(gt));
           },
-          NoCuda{});
+          PB_CUDA_KERNEL(kernels::mse_backward_cuda(stream_for(pred.device()), n, ptr<float>(pred),
+                                                    ptr<float>(target), ptr<float>(gloss),
+                                                    ptr<float>(gp), ptr<float>(gt))));
       return std::vector<Tensor>{gp, gt};
     });
   }
@@ -110,7 +120,10 @@ Tensor topk_errors(const Tensor& logits, const Tensor& labels, const Tensor& wei
         kernels::topk_error_count_cpu<T>(logits.dim(0), logits.dim(1), k, ptr<T>(logits),
                                          ptr<int32_t>(labels), ptr<T>(weights), &o[0], &o[1]);
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(float* o = ptr<float>(out); kernels::topk_error_count_cuda(
+                         stream_for(logits.device()), logits.dim(0), logits.dim(1), k,
+                         ptr<float>(logits), ptr<int32_t>(labels), ptr<float>(weights), &o[0],
+                         &o[1], reduce_workspace(logits.device()))));
   return out;
 }
 

@@ -40,35 +40,58 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   const kernels::BatchNormShape s{N, C, L, V};
   const TensorOptions like = TensorOptions{}.with_dtype(x.dtype()).with_device(x.device());
   Tensor y = empty_like(x);
+  const bool relu = o.relu;
+  const float eps = static_cast<float>(o.eps);
+  [[maybe_unused]] const float momentum = static_cast<float>(o.momentum);  // CUDA kernels only
 
   if (!o.training) {
     if (!running_mean.defined()) op_fail(op, "eval mode needs running_mean and running_var");
     dispatch(
         op, x,
         [&]<typename T>() {
-          kernels::batchnorm_forward_eval_cpu<T>(s, ptr<T>(x), ptr<T>(gamma), ptr<T>(beta),
-                                                 ptr<T>(running_mean), ptr<T>(running_var),
-                                                 static_cast<T>(o.eps), ptr<T>(y));
+          auto f = relu ? kernels::batchnorm_relu_forward_eval_cpu<T>
+                        : kernels::batchnorm_forward_eval_cpu<T>;
+          f(s, ptr<T>(x), ptr<T>(gamma), ptr<T>(beta), ptr<T>(running_mean), ptr<T>(running_var),
+            static_cast<T>(o.eps), ptr<T>(y));
         },
-        NoCuda{});
-    if (o.relu) relu_inplace(op, y);
+        PB_CUDA_KERNEL((relu ? kernels::batchnorm_relu_forward_eval_cuda
+                             : kernels::batchnorm_forward_eval_cuda)(
+            stream_for(x.device()), s, ptr<float>(x), ptr<float>(gamma), ptr<float>(beta),
+            ptr<float>(running_mean), ptr<float>(running_var), eps, ptr<float>(y))));
     if (autograd::needs_grad({&x, &gamma, &beta})) {
       autograd::record(
           op, {x, gamma, beta}, y,
-          [x, gamma, beta, running_mean, running_var, s, eps = o.eps, relu = o.relu,
-           y](const Tensor& gy_out) {
-            const Tensor gy = relu ? relu_mask_by_output(OpKind::BatchNorm, y, gy_out) : gy_out;
+          [x, gamma, beta, running_mean, running_var, s, eps, relu, y](const Tensor& gy) {
             Tensor gx = empty_like(x);
             Tensor gg = gamma.defined() ? empty_like(gamma) : Tensor{};
             Tensor gb = beta.defined() ? empty_like(beta) : Tensor{};
             dispatch(
                 OpKind::BatchNorm, x,
                 [&]<typename T>() {
-                  kernels::batchnorm_backward_eval_cpu<T>(
-                      s, ptr<T>(x), ptr<T>(gy), ptr<T>(gamma), ptr<T>(running_mean),
-                      ptr<T>(running_var), static_cast<T>(eps), ptr<T>(gx), ptr<T>(gg), ptr<T>(gb));
+                  if (relu) {
+                    kernels::batchnorm_relu_backward_eval_cpu<T>(
+                        s, ptr<T>(x), ptr<T>(y), ptr<T>(gy), ptr<T>(gamma), ptr<T>(running_mean),
+                        ptr<T>(running_var), static_cast<T>(eps), ptr<T>(gx), ptr<T>(gg),
+                        ptr<T>(gb));
+                  } else {
+                    kernels::batchnorm_backward_eval_cpu<T>(
+                        s, ptr<T>(x), ptr<T>(gy), ptr<T>(gamma), ptr<T>(running_mean),
+                        ptr<T>(running_var), static_cast<T>(eps), ptr<T>(gx), ptr<T>(gg),
+                        ptr<T>(gb));
+                  }
                 },
-                NoCuda{});
+                PB_CUDA_KERNEL(
+                    if (relu) {
+                      kernels::batchnorm_relu_backward_eval_cuda(
+                          stream_for(x.device()), s, ptr<float>(x), ptr<float>(y), ptr<float>(gy),
+                          ptr<float>(gamma), ptr<float>(running_mean), ptr<float>(running_var), eps,
+                          ptr<float>(gx), ptr<float>(gg), ptr<float>(gb));
+                    } else {
+                      kernels::batchnorm_backward_eval_cuda(
+                          stream_for(x.device()), s, ptr<float>(x), ptr<float>(gy),
+                          ptr<float>(gamma), ptr<float>(running_mean), ptr<float>(running_var), eps,
+                          ptr<float>(gx), ptr<float>(gg), ptr<float>(gb));
+                    }));
             return std::vector<Tensor>{gx, gg, gb};
           });
     }
@@ -92,29 +115,49 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   dispatch(
       op, x,
       [&]<typename T>() {
-        kernels::batchnorm_forward_train_cpu<T>(s, ptr<T>(x), ptr<T>(gamma), ptr<T>(beta),
-                                                static_cast<T>(o.eps), static_cast<T>(o.momentum),
-                                                ptr<T>(y), ptr<T>(save_mean), ptr<T>(save_invstd),
-                                                ptr<T>(running_mean), ptr<T>(running_var));
+        auto f = relu ? kernels::batchnorm_relu_forward_train_cpu<T>
+                      : kernels::batchnorm_forward_train_cpu<T>;
+        f(s, ptr<T>(x), ptr<T>(gamma), ptr<T>(beta), static_cast<T>(o.eps),
+          static_cast<T>(o.momentum), ptr<T>(y), ptr<T>(save_mean), ptr<T>(save_invstd),
+          ptr<T>(running_mean), ptr<T>(running_var));
       },
-      NoCuda{});
-  if (o.relu) relu_inplace(op, y);
+      PB_CUDA_KERNEL((relu ? kernels::batchnorm_relu_forward_train_cuda
+                           : kernels::batchnorm_forward_train_cuda)(
+          stream_for(x.device()), s, ptr<float>(x), ptr<float>(gamma), ptr<float>(beta), eps,
+          momentum, ptr<float>(y), ptr<float>(save_mean), ptr<float>(save_invstd),
+          ptr<float>(running_mean), ptr<float>(running_var))));
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     autograd::record(
         op, {x, gamma, beta}, y,
-        [x, gamma, beta, save_mean, save_invstd, s, relu = o.relu, y](const Tensor& gy_out) {
-          const Tensor gy = relu ? relu_mask_by_output(OpKind::BatchNorm, y, gy_out) : gy_out;
+        [x, gamma, beta, save_mean, save_invstd, s, relu, y](const Tensor& gy) {
           Tensor gx = empty_like(x);
           Tensor gg = gamma.defined() ? empty_like(gamma) : Tensor{};
           Tensor gb = beta.defined() ? empty_like(beta) : Tensor{};
           dispatch(
               OpKind::BatchNorm, x,
               [&]<typename T>() {
-                kernels::batchnorm_backward_train_cpu<T>(s, ptr<T>(x), ptr<T>(gy), ptr<T>(gamma),
-                                                         ptr<T>(save_mean), ptr<T>(save_invstd),
-                                                         ptr<T>(gx), ptr<T>(gg), ptr<T>(gb));
+                if (relu) {
+                  kernels::batchnorm_relu_backward_train_cpu<T>(
+                      s, ptr<T>(x), ptr<T>(y), ptr<T>(gy), ptr<T>(gamma), ptr<T>(save_mean),
+                      ptr<T>(save_invstd), ptr<T>(gx), ptr<T>(gg), ptr<T>(gb));
+                } else {
+                  kernels::batchnorm_backward_train_cpu<T>(s, ptr<T>(x), ptr<T>(gy), ptr<T>(gamma),
+                                                           ptr<T>(save_mean), ptr<T>(save_invstd),
+                                                           ptr<T>(gx), ptr<T>(gg), ptr<T>(gb));
+                }
               },
-              NoCuda{});
+              PB_CUDA_KERNEL(
+                  if (relu) {
+                    kernels::batchnorm_relu_backward_train_cuda(
+                        stream_for(x.device()), s, ptr<float>(x), ptr<float>(y), ptr<float>(gy),
+                        ptr<float>(gamma), ptr<float>(save_mean), ptr<float>(save_invstd),
+                        ptr<float>(gx), ptr<float>(gg), ptr<float>(gb));
+                  } else {
+                    kernels::batchnorm_backward_train_cuda(
+                        stream_for(x.device()), s, ptr<float>(x), ptr<float>(gy), ptr<float>(gamma),
+                        ptr<float>(save_mean), ptr<float>(save_invstd), ptr<float>(gx),
+                        ptr<float>(gg), ptr<float>(gb));
+                  }));
           return std::vector<Tensor>{gx, gg, gb};
         });
   }
@@ -141,7 +184,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
                                           static_cast<T>(eps), ptr<T>(y), ptr<T>(mean),
                                           ptr<T>(invstd));
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::layernorm_forward_cuda(
+          stream_for(x.device()), M, D, ptr<float>(x), ptr<float>(gamma), ptr<float>(beta),
+          static_cast<float>(eps), ptr<float>(y), ptr<float>(mean), ptr<float>(invstd))));
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     autograd::record(
         op, {x, gamma, beta}, y, [x, gamma, beta, mean, invstd, M, D](const Tensor& gy) {
@@ -155,7 +200,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
                                                    ptr<T>(mean), ptr<T>(invstd), ptr<T>(gx),
                                                    ptr<T>(gg), ptr<T>(gb));
               },
-              NoCuda{});
+              PB_CUDA_KERNEL(kernels::layernorm_backward_cuda(
+                  stream_for(x.device()), M, D, ptr<float>(x), ptr<float>(gy), ptr<float>(gamma),
+                  ptr<float>(mean), ptr<float>(invstd), ptr<float>(gx), ptr<float>(gg),
+                  ptr<float>(gb))));
           return std::vector<Tensor>{gx, gg, gb};
         });
   }

@@ -49,25 +49,25 @@ struct OpSchema {
 
 // clang-format off
 inline constexpr std::array<OpSchema, kOpCount> kOpSchemas = {{
-  {OpKind::Matmul,    "matmul",     "a:(M,K), b:(K,N) -> (M,N)",                              true, false},
-  {OpKind::Linear,    "linear",     "x:(M,K), w:(N,K), b:(N)? -> (M,N)",                      true, false},
-  {OpKind::Conv2d,    "conv2d",     "x:(N,C,H,W), w:(K,C,R,S), b:(K)? -> (N,K,P,Q)",          true, false},
-  {OpKind::BatchNorm, "batch_norm", "x:(N,C) or (N,C,H,W), gamma:(C)?, beta:(C)? [, relu] -> like x", true, false},
-  {OpKind::LayerNorm, "layer_norm", "x:(...,D), gamma:(D)?, beta:(D)? -> like x",             true, false},
+  {OpKind::Matmul,    "matmul",     "a:(M,K), b:(K,N) -> (M,N)",                              true, true},
+  {OpKind::Linear,    "linear",     "x:(M,K), w:(N,K), b:(N)? -> (M,N)",                      true, true},
+  {OpKind::Conv2d,    "conv2d",     "x:(N,C,H,W), w:(K,C,R,S), b:(K)? -> (N,K,P,Q)",          true, true},
+  {OpKind::BatchNorm, "batch_norm", "x:(N,C) or (N,C,H,W), gamma:(C)?, beta:(C)? [, relu] -> like x", true, true},
+  {OpKind::LayerNorm, "layer_norm", "x:(...,D), gamma:(D)?, beta:(D)? -> like x",             true, true},
   {OpKind::Relu,      "relu",       "x -> like x",                                            true, true},
   {OpKind::Gelu,      "gelu",       "x -> like x",                                            true, true},
   {OpKind::Add,       "add",        "a, b (same shape) -> like a",                            true, true},
-  {OpKind::AddRelu,   "add_relu",   "a, b (same shape) -> relu(a + b)",                       true, false},
+  {OpKind::AddRelu,   "add_relu",   "a, b (same shape) -> relu(a + b)",                       true, true},
   {OpKind::Scale,     "scale",      "x, alpha -> like x",                                     true, true},
-  {OpKind::MaxPool2d, "max_pool2d", "x:(N,C,H,W) -> (N,C,P,Q)",                               true, false},
-  {OpKind::AvgPool2d, "avg_pool2d", "x:(N,C,H,W) -> (N,C,P,Q)",                               true, false},
-  {OpKind::GlobalAvgPool, "global_avg_pool", "x:(N,C,H,W) -> (N,C)",                          true, false},
+  {OpKind::MaxPool2d, "max_pool2d", "x:(N,C,H,W) -> (N,C,P,Q)",                               true, true},
+  {OpKind::AvgPool2d, "avg_pool2d", "x:(N,C,H,W) -> (N,C,P,Q)",                               true, true},
+  {OpKind::GlobalAvgPool, "global_avg_pool", "x:(N,C,H,W) -> (N,C)",                          true, true},
   {OpKind::Reshape,   "reshape",    "x -> same elements, new shape",                          true, true},
   {OpKind::Dropout,   "dropout",    "x, p, (seed, offset) -> like x",                         true, true},
   {OpKind::SoftmaxCrossEntropy, "softmax_cross_entropy",
-                                    "logits:(N,K), labels:(N) int32, weights:(N)? -> ()",      true, false},
-  {OpKind::MseLoss,   "mse_loss",   "pred, target (same shape) -> ()",                        true, false},
-  {OpKind::TopkErrors, "topk_errors", "logits:(N,K), labels:(N) int32, weights:(N)? -> (2)",  false, false},
+                                    "logits:(N,K), labels:(N) int32, weights:(N)? -> ()",      true, true},
+  {OpKind::MseLoss,   "mse_loss",   "pred, target (same shape) -> ()",                        true, true},
+  {OpKind::TopkErrors, "topk_errors", "logits:(N,K), labels:(N) int32, weights:(N)? -> (2)",  false, true},
 }};
 // clang-format on
 

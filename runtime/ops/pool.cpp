@@ -47,7 +47,8 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& o) {
       [&]<typename T>() {
         kernels::max_pool2d_forward_cpu<T>(s, ptr<T>(x), ptr<T>(y), ptr<int32_t>(argmax));
       },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::max_pool2d_forward_cuda(stream_for(x.device()), s, ptr<float>(x),
+                                                      ptr<float>(y), ptr<int32_t>(argmax))));
   if (record) {
     autograd::record(OpKind::MaxPool2d, {x}, y, [x, s, argmax](const Tensor& gy) {
       Tensor gx = empty_like(x);
@@ -56,7 +57,8 @@ Tensor max_pool2d(const Tensor& x, const Pool2dOptions& o) {
           [&]<typename T>() {
             kernels::max_pool2d_backward_cpu<T>(s, ptr<T>(gy), ptr<int32_t>(argmax), ptr<T>(gx));
           },
-          NoCuda{});
+          PB_CUDA_KERNEL(kernels::max_pool2d_backward_cuda(
+              stream_for(x.device()), s, ptr<float>(gy), ptr<int32_t>(argmax), ptr<float>(gx))));
       return std::vector<Tensor>{gx};
     });
   }
@@ -68,14 +70,17 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& o) {
   Tensor y = pooled_like(x, s, x.dtype());
   dispatch(
       OpKind::AvgPool2d, x,
-      [&]<typename T>() { kernels::avg_pool2d_forward_cpu<T>(s, ptr<T>(x), ptr<T>(y)); }, NoCuda{});
+      [&]<typename T>() { kernels::avg_pool2d_forward_cpu<T>(s, ptr<T>(x), ptr<T>(y)); },
+      PB_CUDA_KERNEL(kernels::avg_pool2d_forward_cuda(stream_for(x.device()), s, ptr<float>(x),
+                                                      ptr<float>(y))));
   if (autograd::needs_grad({&x})) {
     autograd::record(OpKind::AvgPool2d, {x}, y, [x, s](const Tensor& gy) {
       Tensor gx = empty_like(x);
       dispatch(
           OpKind::AvgPool2d, x,
           [&]<typename T>() { kernels::avg_pool2d_backward_cpu<T>(s, ptr<T>(gy), ptr<T>(gx)); },
-          NoCuda{});
+          PB_CUDA_KERNEL(kernels::avg_pool2d_backward_cuda(stream_for(x.device()), s,
+                                                           ptr<float>(gy), ptr<float>(gx))));
       return std::vector<Tensor>{gx};
     });
   }
@@ -92,7 +97,8 @@ Tensor global_avg_pool(const Tensor& x) {
   dispatch(
       op, x,
       [&]<typename T>() { kernels::global_avg_pool_forward_cpu<T>(N, C, L, ptr<T>(x), ptr<T>(y)); },
-      NoCuda{});
+      PB_CUDA_KERNEL(kernels::global_avg_pool_forward_cuda(stream_for(x.device()), N, C, L,
+                                                           ptr<float>(x), ptr<float>(y))));
   if (autograd::needs_grad({&x})) {
     autograd::record(op, {x}, y, [x, N, C, L](const Tensor& gy) {
       Tensor gx = empty_like(x);
@@ -101,7 +107,8 @@ Tensor global_avg_pool(const Tensor& x) {
           [&]<typename T>() {
             kernels::global_avg_pool_backward_cpu<T>(N, C, L, ptr<T>(gy), ptr<T>(gx));
           },
-          NoCuda{});
+          PB_CUDA_KERNEL(kernels::global_avg_pool_backward_cuda(stream_for(x.device()), N, C, L,
+                                                                ptr<float>(gy), ptr<float>(gx))));
       return std::vector<Tensor>{gx};
     });
   }

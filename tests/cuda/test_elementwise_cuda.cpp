@@ -2,13 +2,18 @@
 // inputs of several sizes, odd ones included. Every output buffer is poisoned with NaN (all bits
 // set) before the launch, so an element the kernel fails to write shows up as a mismatch.
 //
+// The float4 kernels (16-byte aligned pointers) are checked at every size (the n % 4 tail
+// included) and the scalar kernels through pointers one float into their allocation.
+//
 // Tolerances (see the note at the top of kernels/cuda/elementwise.cu):
-//   relu, add, scale, fill, dropout: exact (single IEEE operations; the same Philox draw).
+//   relu, add, add_relu, scale, fill, dropout: exact (single IEEE operations; the same Philox
+//     draw).
 //   axpy: 2 ulp of |alpha x| + |y| (nvcc fuses y + alpha x into one fma; the CPU rounds twice).
 //   gelu forward/backward: 1e-6 absolute + 4e-6 relative (normcdff <= 5 ulp, expf <= 2 ulp on the
 //     GPU against glibc's ~1 ulp erfcf/expf; the products add a few ulp more).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -188,6 +193,8 @@ TEST(ElementwiseCuda, EmptyLaunchesNothing) {
   gelu_forward_cuda(nullptr, 0, nullptr, nullptr);
   gelu_backward_cuda(nullptr, 0, nullptr, nullptr, nullptr);
   add_cuda(nullptr, 0, nullptr, nullptr, nullptr);
+  add_relu_cuda(nullptr, 0, nullptr, nullptr, nullptr);
+  add_relu_backward_cuda(nullptr, 0, nullptr, nullptr, nullptr);
   scale_cuda(nullptr, 0, 2.0f, nullptr, nullptr);
   axpy_cuda(nullptr, 0, 2.0f, nullptr, nullptr);
   fill_cuda(nullptr, 0, 2.0f, nullptr);
@@ -227,6 +234,117 @@ TEST(DropoutCuda, MatchesCpuExactly) {
       dropout_forward_cuda(nullptr, n, p, seed, offset, d_x.get(), d_x.get());  // in place
       expect_bitwise_equal(d_x.download(), y_cpu, "dropout_forward in place");
     }
+  }
+}
+
+TEST(ElementwiseCuda, AddReluMatchesCpu) {
+  PB_SKIP_WITHOUT_CUDA_DEVICE();
+  for (const int64_t n : kSizes) {
+    const std::vector<float> a = random_floats(n, 9), b = random_floats(n, 10),
+                             dy = random_floats(n, 11);
+    std::vector<float> y_cpu(n), dx_cpu(n);
+    add_relu_cpu<float>(n, a.data(), b.data(), y_cpu.data());
+    add_relu_backward_cpu<float>(n, y_cpu.data(), dy.data(), dx_cpu.data());
+
+    DeviceBuffer d_a(n), d_b(n), d_dy(n), d_y(n), d_dx(n);
+    d_a.upload(a);
+    d_b.upload(b);
+    d_dy.upload(dy);
+    d_y.poison();
+    d_dx.poison();
+    add_relu_cuda(nullptr, n, d_a.get(), d_b.get(), d_y.get());
+    add_relu_backward_cuda(nullptr, n, d_y.get(), d_dy.get(), d_dx.get());
+    expect_bitwise_equal(d_y.download(), y_cpu, "add_relu");
+    expect_bitwise_equal(d_dx.download(), dx_cpu, "add_relu_backward");
+
+    add_relu_cuda(nullptr, n, d_a.get(), d_b.get(), d_a.get());  // in place
+    expect_bitwise_equal(d_a.download(), y_cpu, "add_relu in place");
+  }
+}
+
+// Every op through its scalar kernel: pointers 4 bytes past a 16-byte boundary (and mixed: one
+// aligned, one not). The results equal the CPU's exactly as on the float4 path (gelu and axpy
+// within the bounds above).
+TEST(ElementwiseCuda, MisalignedPointersUseScalarPathWithSameResults) {
+  PB_SKIP_WITHOUT_CUDA_DEVICE();
+  const float alpha = 1.25f;
+  for (const int64_t n : kSizes) {
+    const std::vector<float> a = random_floats(n, 12), b = random_floats(n, 13);
+    // Device buffers of n + 1 floats; element 0 is skipped so the operands are misaligned.
+    DeviceBuffer d_a(n + 1), d_b(n + 1), d_y(n + 1), d_aligned(n);
+    std::vector<float> a1(n + 1, 0.0f), b1(n + 1, 0.0f);
+    std::copy(a.begin(), a.end(), a1.begin() + 1);
+    std::copy(b.begin(), b.end(), b1.begin() + 1);
+    d_a.upload(a1);
+    d_b.upload(b1);
+    d_aligned.upload(b);
+    float* pa = d_a.get() + 1;
+    float* pb = d_b.get() + 1;
+    float* py = d_y.get() + 1;
+    auto result = [&]() {
+      std::vector<float> all = d_y.download();
+      return std::vector<float>(all.begin() + 1, all.end());
+    };
+    std::vector<float> cpu(n);
+
+    relu_forward_cpu<float>(n, a.data(), cpu.data());
+    d_y.poison();
+    relu_forward_cuda(nullptr, n, pa, py);
+    expect_bitwise_equal(result(), cpu, "relu misaligned");
+
+    relu_backward_cpu<float>(n, a.data(), b.data(), cpu.data());
+    d_y.poison();
+    relu_backward_cuda(nullptr, n, pa, pb, py);
+    expect_bitwise_equal(result(), cpu, "relu_backward misaligned");
+
+    gelu_forward_cpu<float>(n, a.data(), cpu.data());
+    d_y.poison();
+    gelu_forward_cuda(nullptr, n, pa, py);
+    expect_close(result(), cpu, 1e-6, 4e-6, "gelu misaligned");
+
+    gelu_backward_cpu<float>(n, a.data(), b.data(), cpu.data());
+    d_y.poison();
+    gelu_backward_cuda(nullptr, n, pa, pb, py);
+    expect_close(result(), cpu, 1e-6, 4e-6, "gelu_backward misaligned");
+
+    add_cpu<float>(n, a.data(), b.data(), cpu.data());
+    d_y.poison();
+    add_cuda(nullptr, n, pa, d_aligned.get(), py);  // one operand aligned, one not
+    expect_bitwise_equal(result(), cpu, "add mixed alignment");
+
+    add_relu_cpu<float>(n, a.data(), b.data(), cpu.data());
+    d_y.poison();
+    add_relu_cuda(nullptr, n, pa, pb, py);
+    expect_bitwise_equal(result(), cpu, "add_relu misaligned");
+
+    add_relu_backward_cpu<float>(n, a.data(), b.data(), cpu.data());
+    d_y.poison();
+    add_relu_backward_cuda(nullptr, n, pa, pb, py);
+    expect_bitwise_equal(result(), cpu, "add_relu_backward misaligned");
+
+    scale_cpu<float>(n, alpha, a.data(), cpu.data());
+    d_y.poison();
+    scale_cuda(nullptr, n, alpha, pa, py);
+    expect_bitwise_equal(result(), cpu, "scale misaligned");
+
+    fill_cpu<float>(n, alpha, cpu.data());
+    d_y.poison();
+    fill_cuda(nullptr, n, alpha, py);
+    expect_bitwise_equal(result(), cpu, "fill misaligned");
+
+    // axpy accumulates into y = b (misaligned); bound as in AddScaleAxpyFillMatchCpu.
+    std::vector<float> axpy_cpu_out = b;
+    axpy_cpu<float>(n, alpha, a.data(), axpy_cpu_out.data());
+    axpy_cuda(nullptr, n, alpha, pa, pb);
+    const std::vector<float> all = d_b.download();
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double bound = 2 * 1.1920929e-7 * (std::abs(alpha * a[i]) + std::abs(b[i]));
+      if (!(std::abs(all[i + 1] - axpy_cpu_out[i]) <= bound) && ++mismatches <= 5) {
+        ADD_FAILURE() << "axpy misaligned n=" << n << " i=" << i;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << "axpy misaligned n=" << n;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/batchnorm.h"
+#include "kernels/elementwise.h"
 
 namespace pb::kernels {
 namespace {
@@ -304,6 +305,73 @@ TYPED_TEST(BatchNormCpuTyped, VirtualBatchAtLeastNIsOrdinaryBatchNorm) {
     EXPECT_EQ(r.dx, base.dx) << "V=" << V;
     EXPECT_EQ(r.dgamma, base.dgamma) << "V=" << V;
     EXPECT_EQ(r.dbeta, base.dbeta) << "V=" << V;
+  }
+}
+
+// Fused batch norm + ReLU is the unfused pair, bit for bit: the train forward (y, saved and
+// running statistics), the eval forward, and both backward passes given the fused output y (dy
+// masked by y > 0, then the ordinary backward), for one group, ghost groups and L = 1.
+TYPED_TEST(BatchNormCpuTyped, FusedReluEqualsUnfused) {
+  using T = TypeParam;
+  for (const BatchNormShape s :
+       {BatchNormShape{6, 3, 5, 2}, BatchNormShape{5, 2, 7, 5}, BatchNormShape{4, 2, 1, 4}}) {
+    const int64_t count = s.N * s.C * s.L, stats = s.groups() * s.C;
+    std::vector<T> x(count), dy(count), gamma(s.C), beta(s.C);
+    const std::vector<double> xd = bn_random(count, 31, -1.0, 3.0), dyd = bn_random(count, 32);
+    const std::vector<double> gd = bn_random(s.C, 33, 0.5, 1.5), bd = bn_random(s.C, 34, -0.5, 0.5);
+    for (int64_t i = 0; i < count; ++i)
+      x[i] = static_cast<T>(xd[i]), dy[i] = static_cast<T>(dyd[i]);
+    for (int64_t c = 0; c < s.C; ++c)
+      gamma[c] = static_cast<T>(gd[c]), beta[c] = static_cast<T>(bd[c]);
+    const T eps = T(1e-5), momentum = T(0.1);
+
+    // Train forward.
+    std::vector<T> y(count), y_relu(count), m1(stats), i1(stats), m2(stats), i2(stats);
+    std::vector<T> rm1(s.C, T(0.2)), rv1(s.C, T(1.5)), rm2 = rm1, rv2 = rv1, y_fused(count);
+    batchnorm_forward_train_cpu<T>(s, x.data(), gamma.data(), beta.data(), eps, momentum, y.data(),
+                                   m1.data(), i1.data(), rm1.data(), rv1.data());
+    relu_forward_cpu<T>(count, y.data(), y_relu.data());
+    batchnorm_relu_forward_train_cpu<T>(s, x.data(), gamma.data(), beta.data(), eps, momentum,
+                                        y_fused.data(), m2.data(), i2.data(), rm2.data(),
+                                        rv2.data());
+    EXPECT_EQ(y_fused, y_relu);
+    EXPECT_EQ(m2, m1);
+    EXPECT_EQ(i2, i1);
+    EXPECT_EQ(rm2, rm1);
+    EXPECT_EQ(rv2, rv1);
+    int64_t clipped = 0;
+    for (const T v : y_fused) clipped += v == T(0) ? 1 : 0;
+    EXPECT_GT(clipped, 0);      // the mask matters ...
+    EXPECT_LT(clipped, count);  // ... and is not all-zero
+
+    // Train backward through the fused output.
+    std::vector<T> dy_masked(count), dx1(count), dx2(count), dg1(s.C), db1(s.C), dg2(s.C), db2(s.C);
+    relu_backward_cpu<T>(count, y_fused.data(), dy.data(), dy_masked.data());
+    batchnorm_backward_train_cpu<T>(s, x.data(), dy_masked.data(), gamma.data(), m1.data(),
+                                    i1.data(), dx1.data(), dg1.data(), db1.data());
+    batchnorm_relu_backward_train_cpu<T>(s, x.data(), y_fused.data(), dy.data(), gamma.data(),
+                                         m2.data(), i2.data(), dx2.data(), dg2.data(), db2.data());
+    EXPECT_EQ(dx2, dx1);
+    EXPECT_EQ(dg2, dg1);
+    EXPECT_EQ(db2, db1);
+
+    // Eval forward and backward.
+    std::vector<T> ye(count), ye_relu(count), ye_fused(count);
+    batchnorm_forward_eval_cpu<T>(s, x.data(), gamma.data(), beta.data(), rm1.data(), rv1.data(),
+                                  eps, ye.data());
+    relu_forward_cpu<T>(count, ye.data(), ye_relu.data());
+    batchnorm_relu_forward_eval_cpu<T>(s, x.data(), gamma.data(), beta.data(), rm1.data(),
+                                       rv1.data(), eps, ye_fused.data());
+    EXPECT_EQ(ye_fused, ye_relu);
+    relu_backward_cpu<T>(count, ye_fused.data(), dy.data(), dy_masked.data());
+    batchnorm_backward_eval_cpu<T>(s, x.data(), dy_masked.data(), gamma.data(), rm1.data(),
+                                   rv1.data(), eps, dx1.data(), dg1.data(), db1.data());
+    batchnorm_relu_backward_eval_cpu<T>(s, x.data(), ye_fused.data(), dy.data(), gamma.data(),
+                                        rm1.data(), rv1.data(), eps, dx2.data(), dg2.data(),
+                                        db2.data());
+    EXPECT_EQ(dx2, dx1);
+    EXPECT_EQ(dg2, dg1);
+    EXPECT_EQ(db2, db1);
   }
 }
 

@@ -114,5 +114,49 @@ TEST(ElementwiseCpu, AddScaleAxpyFill) {
   EXPECT_EQ(v, (std::vector<float>{6.0f, 9.0f}));
 }
 
+// add_relu is add then relu, bitwise (the sum is rounded before the clamp), NaN preserved;
+// add_relu_backward masks by the output and equals relu_backward applied to y.
+template <typename T>
+void check_add_relu_fused() {
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  const std::vector<T> a = {T(-2), T(0.5), T(1e-3), T(3), nan, T(-0.25), T(0.1)};
+  const std::vector<T> b = {T(1), T(-0.5), T(-2e-3), T(0.25), T(1), T(0.25), T(0.2)};
+  const int64_t n = static_cast<int64_t>(a.size());
+  std::vector<T> sum(n), unfused(n), fused(n);
+  add_cpu<T>(n, a.data(), b.data(), sum.data());
+  relu_forward_cpu<T>(n, sum.data(), unfused.data());
+  add_relu_cpu<T>(n, a.data(), b.data(), fused.data());
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::isnan(unfused[i])) {
+      EXPECT_TRUE(std::isnan(fused[i])) << "i=" << i;
+    } else {
+      EXPECT_EQ(fused[i], unfused[i]) << "i=" << i;
+    }
+  }
+  EXPECT_TRUE(std::isnan(fused[4]));
+
+  const std::vector<T> dy = {T(1), T(2), T(3), T(4), T(5), T(6), T(7)};
+  std::vector<T> dx_unfused(n), dx_fused(n);
+  relu_backward_cpu<T>(n, fused.data(), dy.data(), dx_unfused.data());
+  add_relu_backward_cpu<T>(n, fused.data(), dy.data(), dx_fused.data());
+  EXPECT_EQ(dx_fused, dx_unfused);
+  // y = {0, 0, 0, 3.25, NaN, 0, 0.3}: only y > 0 passes dy (0.5 + -0.5 = 0 gives 0).
+  EXPECT_EQ(dx_fused, (std::vector<T>{0, 0, 0, 4, 0, 0, 7}));
+
+  // In place: y == a.
+  std::vector<T> inplace = a;
+  add_relu_cpu<T>(n, inplace.data(), b.data(), inplace.data());
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isnan(fused[i])) {
+      EXPECT_EQ(inplace[i], fused[i]) << "i=" << i;
+    }
+  }
+}
+
+TEST(ElementwiseCpu, AddReluFusedEqualsAddThenRelu) {
+  check_add_relu_fused<float>();
+  check_add_relu_fused<double>();
+}
+
 }  // namespace
 }  // namespace pb::kernels

@@ -27,7 +27,8 @@ TEST(LossCpu, CrossEntropyHandComputed) {
 
   // dlogits = probs - onehot = [1/4, -1/4], times dloss.
   std::vector<double> dlogits(2);
-  softmax_cross_entropy_backward_cpu<double>(1, 2, probs.data(), labels.data(), nullptr, 0.0, 2.0,
+  const double two = 2.0;
+  softmax_cross_entropy_backward_cpu<double>(1, 2, probs.data(), labels.data(), nullptr, 0.0, &two,
                                              dlogits.data());
   EXPECT_NEAR(dlogits[0], 0.5, 1e-15);
   EXPECT_NEAR(dlogits[1], -0.5, 1e-15);
@@ -74,7 +75,8 @@ TEST(LossCpu, CrossEntropyLabelSmoothing) {
   softmax_cross_entropy_forward_cpu<double>(1, 2, logits.data(), labels.data(), nullptr, 0.2, &loss,
                                             probs.data());
   EXPECT_NEAR(loss, 0.39754330131859191, 1e-15);
-  softmax_cross_entropy_backward_cpu<double>(1, 2, probs.data(), labels.data(), nullptr, 0.2, 1.0,
+  const double one = 1.0;
+  softmax_cross_entropy_backward_cpu<double>(1, 2, probs.data(), labels.data(), nullptr, 0.2, &one,
                                              dlogits.data());
   EXPECT_NEAR(dlogits[0], 0.15, 1e-15);
   EXPECT_NEAR(dlogits[1], -0.15, 1e-15);
@@ -105,8 +107,9 @@ TEST(LossCpu, CrossEntropyZeroWeightDropsExample) {
   double loss = -1.0;
   softmax_cross_entropy_forward_cpu<double>(3, 3, logits.data(), labels.data(), weights.data(), 0.1,
                                             &loss, probs.data());
+  const double one = 1.0;
   softmax_cross_entropy_backward_cpu<double>(3, 3, probs.data(), labels.data(), weights.data(), 0.1,
-                                             1.0, dlogits.data());
+                                             &one, dlogits.data());
 
   const std::vector<double> kept_logits = {0.3, -1.2, 2.0, 1.0, 0.5, -0.5};
   const std::vector<int32_t> kept_labels = {2, 0};
@@ -117,7 +120,7 @@ TEST(LossCpu, CrossEntropyZeroWeightDropsExample) {
                                             kept_weights.data(), 0.1, &kept_loss,
                                             kept_probs.data());
   softmax_cross_entropy_backward_cpu<double>(2, 3, kept_probs.data(), kept_labels.data(),
-                                             kept_weights.data(), 0.1, 1.0, kept_dlogits.data());
+                                             kept_weights.data(), 0.1, &one, kept_dlogits.data());
   EXPECT_EQ(loss, kept_loss);
   EXPECT_TRUE(std::isfinite(loss));
   for (int k = 0; k < 3; ++k) {
@@ -132,7 +135,7 @@ TEST(LossCpu, CrossEntropyZeroWeightDropsExample) {
                                             &loss, probs.data());
   EXPECT_EQ(loss, 0.0);
   softmax_cross_entropy_backward_cpu<double>(3, 3, probs.data(), labels.data(), zeros.data(), 0.1,
-                                             1.0, dlogits.data());
+                                             &one, dlogits.data());
   for (double d : dlogits) EXPECT_EQ(d, 0.0);
 }
 
@@ -151,7 +154,7 @@ TEST(LossCpu, CrossEntropyBackwardMatchesFiniteDifferences) {
   softmax_cross_entropy_forward_cpu<double>(N, K, logits.data(), labels.data(), weights.data(),
                                             smoothing, &loss, probs.data());
   softmax_cross_entropy_backward_cpu<double>(N, K, probs.data(), labels.data(), weights.data(),
-                                             smoothing, dloss, dlogits.data());
+                                             smoothing, &dloss, dlogits.data());
   const double h = 1e-6;
   std::vector<double> scratch(N * K);
   for (int64_t i = 0; i < N * K; ++i) {
@@ -177,14 +180,15 @@ TEST(LossCpu, MeanSquaredError) {
   mse_forward_cpu<double>(3, pred.data(), target.data(), &loss);
   EXPECT_DOUBLE_EQ(loss, 3.0);
   std::vector<double> dpred(3), dtarget(3);
-  mse_backward_cpu<double>(3, pred.data(), target.data(), 1.5, dpred.data(), dtarget.data());
+  const double dloss = 1.5;  // the upstream gradient, passed by pointer
+  mse_backward_cpu<double>(3, pred.data(), target.data(), &dloss, dpred.data(), dtarget.data());
   EXPECT_DOUBLE_EQ(dpred[0], 1.0);
   EXPECT_DOUBLE_EQ(dpred[1], 2.0);
   EXPECT_DOUBLE_EQ(dpred[2], -2.0);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(dtarget[i], -dpred[i]);
   // Either gradient may be skipped.
   std::vector<double> only(3);
-  mse_backward_cpu<double>(3, pred.data(), target.data(), 1.5, nullptr, only.data());
+  mse_backward_cpu<double>(3, pred.data(), target.data(), &dloss, nullptr, only.data());
   EXPECT_EQ(only, dtarget);
 
   float loss_f = -1.0f;
