@@ -19,8 +19,8 @@ double copy_bandwidth_gbs() {
     DeviceBuffer src(kCount), dst(kCount);
     fill_uniform(src, 1);
     const double ms = median_ms(nullptr, [&] {
-      PB_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), src.bytes(), cudaMemcpyDeviceToDevice,
-                                    nullptr));
+      PB_CUDA_CHECK(
+          cudaMemcpyAsync(dst.get(), src.get(), src.bytes(), cudaMemcpyDeviceToDevice, nullptr));
     });
     return 2.0 * static_cast<double>(src.bytes()) / (ms * 1e-3) / 1e9;
   }();

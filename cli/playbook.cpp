@@ -8,9 +8,12 @@
 
 #include "cli/demo_mlp.h"
 #include "kernels/gemm.h"
+#include "models/zoo.h"
+#include "runtime/config/config.h"
 #include "runtime/core/device.h"
 #include "runtime/core/error.h"
 #include "runtime/ops/op_table.h"
+#include "runtime/train/trainer.h"
 
 namespace {
 
@@ -67,10 +70,73 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 
+  std::string config_file, out_dir, device, resume_dir;
+  std::vector<std::string> overrides;
+  bool resume = false;
+  CLI::App* train_cmd = app.add_subcommand(
+      "train", "Train a model from a TOML config into a run directory (exit 3: diverged)");
+  train_cmd
+      ->add_option("config", config_file,
+                   "The training config (TOML), e.g. configs/resnet20_fashion_mnist.toml")
+      ->required()
+      ->check(CLI::ExistingFile);
+  train_cmd
+      ->add_option("--set", overrides, "Override a config key: --set optimizer.learning_rate=0.05")
+      ->allow_extra_args(false);
+  train_cmd->add_option("--device", device,
+                        "cpu, cuda or cuda:N (default: the config's train.device)");
+  train_cmd->add_option("--out", out_dir, "Run directory (default: runs/<config name>)");
+  train_cmd->add_flag("--resume", resume, "Continue the run in --out from its latest checkpoint");
+
+  std::string checkpoint_file, split = "test", data_dir, eval_device = "auto";
+  CLI::App* eval_cmd =
+      app.add_subcommand("eval", "Evaluate a checkpoint written by playbook train");
+  eval_cmd
+      ->add_option("checkpoint", checkpoint_file,
+                   "A .safetensors checkpoint (best/ or checkpoints/)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  eval_cmd->add_option("--split", split, "test or validation")->capture_default_str();
+  eval_cmd->add_option("--data", data_dir, "Dataset directory (default: the one the run used)");
+  eval_cmd->add_option("--device", eval_device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (app.got_subcommand("info")) return run_info();
     if (app.got_subcommand("demo-mlp")) return pb::cli::run_mlp_demo(demo);
+    if (app.got_subcommand("train")) {
+      const pb::train::ModelBuilder zoo = pb::models::model_zoo();
+      const pb::config::Config config =
+          pb::config::load(config_file, pb::train::train_schema(zoo), overrides);
+      pb::train::TrainOptions options;
+      options.out_dir = out_dir.empty() ? std::filesystem::path("runs") /
+                                              std::filesystem::path(config_file).stem()
+                                        : std::filesystem::path(out_dir);
+      options.resume = resume;
+      options.device_override = device;
+      const pb::train::RunSummary s = pb::train::train(config, config_file, options, zoo);
+      if (s.status == "diverged") {
+        fmt::print("run diverged at step {}; see {}/summary.json\n", s.steps,
+                   options.out_dir.string());
+        return pb::train::kExitDiverged;
+      }
+      fmt::print("test accuracy: {:.2f}% (final model, step {})", 100 * (1 - s.test_error),
+                 s.steps);
+      if (s.best_step >= 0) {
+        fmt::print(", {:.2f}% (best validation checkpoint, step {})", 100 * (1 - s.best_test_error),
+                   s.best_step);
+      }
+      fmt::print("\nrun directory: {}  ({:.0f} s, {:.0f} examples/s)\n", options.out_dir.string(),
+                 s.wall_seconds, s.examples_per_sec);
+      return 0;
+    }
+    if (app.got_subcommand("eval")) {
+      const auto r = pb::train::evaluate_checkpoint(checkpoint_file, split, data_dir, eval_device,
+                                                    pb::models::model_zoo());
+      fmt::print("{} on {} examples: loss {:.4f}, error {:.2f}%, accuracy {:.2f}%\n", split,
+                 r.examples, r.loss, 100 * r.error, 100 * (1 - r.error));
+      return 0;
+    }
   } catch (const std::exception& e) {
     fmt::print(stderr, "playbook: error: {}\n", e.what());
     return 1;

@@ -122,6 +122,8 @@ std::string cpu_blas_info() {
 
 namespace pb::kernels {
 
-void set_cpu_blas_threads(int threads) { openblas_set_num_threads(threads); }
+void set_cpu_blas_threads(int threads) {
+  openblas_set_num_threads(threads);
+}
 
 }  // namespace pb::kernels

@@ -19,7 +19,7 @@ ProgressLine::ProgressLine(int64_t total_steps, int64_t every, std::ostream& out
   start_ = window_start_ = Clock::now();
 }
 
-void ProgressLine::step(int64_t step, double loss, int64_t examples) {
+void ProgressLine::step(int64_t step, double loss, int64_t examples, const std::string& suffix) {
   window_examples_ += examples;
   ++window_steps_;
   if (step % every_ != 0 && step != total_) return;
@@ -31,7 +31,7 @@ void ProgressLine::step(int64_t step, double loss, int64_t examples) {
   }
   window_start_ = now;
   window_examples_ = window_steps_ = 0;
-  out_ << format(step, loss) << std::endl;
+  out_ << format(step, loss) << suffix << std::endl;
 }
 
 std::string ProgressLine::format(int64_t step, double loss) const {

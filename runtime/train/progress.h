@@ -13,7 +13,8 @@ class ProgressLine {
  public:
   ProgressLine(int64_t total_steps, int64_t every, std::ostream& out);
   // Call after each step with the number of examples it consumed; loss is printed as given.
-  void step(int64_t step, double loss, int64_t examples);
+  // `suffix` is appended to the printed line (e.g. validation metrics).
+  void step(int64_t step, double loss, int64_t examples, const std::string& suffix = "");
   // The text of the current line (what step() prints when it prints).
   std::string format(int64_t step, double loss) const;
   double examples_per_second() const;

@@ -1,0 +1,602 @@
+#include "runtime/train/trainer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "kernels/gemm.h"
+#include "runtime/autograd/tape.h"
+#include "runtime/checkpoint/safetensors.h"
+#include "runtime/data/augment.h"
+#include "runtime/data/dataset.h"
+#include "runtime/data/loader.h"
+#include "runtime/device/memory.h"
+#include "runtime/nn/layers.h"
+#include "runtime/ops/ops.h"
+#include "runtime/optim/clip.h"
+#include "runtime/optim/ema.h"
+#include "runtime/optim/optimizer.h"
+#include "runtime/optim/schedule.h"
+#include "runtime/train/progress.h"
+#include "runtime/train/train_config.h"
+
+namespace pb::train {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+Device pick_device(const std::string& text) {
+  if (text == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
+  const Device d = Device::parse(text);
+  if (d.is_cuda() && d.index >= cuda_device_count()) {
+    fail("device {} requested but {} CUDA device(s) are visible", d.str(), cuda_device_count());
+  }
+  return d;
+}
+
+data::SyntheticSpec synthetic_spec(const DataConfig& d, uint64_t seed) {
+  data::SyntheticSpec s;
+  s.count = d.synthetic_count;
+  s.channels = d.synthetic_shape[0];
+  s.height = d.synthetic_shape[1];
+  s.width = d.synthetic_shape[2];
+  s.num_classes = d.synthetic_classes;
+  s.seed = seed;
+  return s;
+}
+
+std::shared_ptr<const data::ImageDataset> load_split(const DataConfig& d,
+                                                     const std::string& split) {
+  // The synthetic test split uses another seed than the training split.
+  const uint64_t seed = split == "train" ? 1 : 2;
+  return std::make_shared<const data::ImageDataset>(
+      data::make_dataset(d.dataset, d.dir, split, synthetic_spec(d, seed)));
+}
+
+DataShape shape_of(const data::ImageDataset& ds) {
+  return {ds.channels, ds.height, ds.width, ds.num_classes};
+}
+
+std::string step_name(int64_t step) {
+  return fmt::format("step_{:08}", step);
+}
+
+// Latest complete checkpoint directory (step_N without a .tmp suffix), or empty.
+fs::path latest_checkpoint(const fs::path& dir) {
+  fs::path best;
+  int64_t best_step = -1;
+  if (!fs::is_directory(dir)) return best;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_directory() || !name.starts_with("step_") || name.ends_with(".tmp")) continue;
+    const int64_t step = std::stoll(name.substr(5));
+    if (step > best_step) best_step = step, best = e.path();
+  }
+  return best;
+}
+
+void write_text_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) fail("cannot write {}", tmp.string());
+    out << text;
+    if (!out.flush()) fail("cannot write {}", tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) fail("cannot read {}", path.string());
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON ({})", path.string(), e.what());
+  }
+}
+
+// Every Dropout module's generator, by module path: the model's RNG state.
+std::vector<std::pair<std::string, Generator*>> dropout_generators(nn::Module& model) {
+  std::vector<std::pair<std::string, Generator*>> out;
+  model.apply([&](nn::Module& m) {
+    if (auto* d = dynamic_cast<nn::Dropout*>(&m)) out.emplace_back(m.path(), &d->generator());
+  });
+  return out;
+}
+
+struct BestEntry {
+  int64_t step;
+  double val_error;
+};
+
+struct Evaluation {
+  double loss = 0, error = 0;
+  int64_t examples = 0;
+};
+
+// Loss and top-1 error over a whole subset in one pass: padded examples carry weight 0, sums
+// stay on the device until the end.
+Evaluation evaluate(nn::Module& model, std::shared_ptr<const data::ImageDataset> ds,
+                    std::vector<int64_t> indices, int64_t batch_size, int workers, Device device) {
+  autograd::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  data::DataLoader loader(
+      ds, std::move(indices),
+      data::LoaderConfig::evaluation(batch_size, data::default_augment(ds->name, false), workers));
+  const TensorOptions on_device = TensorOptions{}.with_device(device);
+  Tensor loss_sum = zeros({}, on_device), counts = zeros({2}, on_device);
+  int64_t examples = 0;
+  while (auto batch = loader.next()) {
+    const Tensor x = batch->images.to(device), y = batch->labels.to(device),
+                 w = batch->weights.to(device);
+    const Tensor logits = model(x);
+    ops::add_(loss_sum, ops::softmax_cross_entropy(logits, y, w),
+              static_cast<double>(batch->real_count));
+    ops::add_(counts, ops::topk_errors(logits, y, w, 1));
+    examples += batch->real_count;
+  }
+  model.train(was_training);
+  Evaluation e;
+  e.examples = examples;
+  if (examples > 0) {
+    const std::vector<float> c = counts.to_vector<float>();
+    e.loss = loss_sum.item<float>() / static_cast<double>(examples);
+    e.error = c[0] / std::max(1.0f, c[1]);
+  }
+  return e;
+}
+
+class Run {
+ public:
+  Run(const config::Config& config, const std::string& source, const TrainOptions& options,
+      const ModelBuilder& builder)
+      : config_(config),
+        builder_(builder),
+        cfg_(train_config_from(config, source)),
+        options_(options),
+        out_(options.log ? *options.log : std::cout),
+        dir_(options.out_dir) {
+    // Everything that can fail on bad input happens before the run directory is touched.
+    device_ = pick_device(options.device_override.empty() ? cfg_.device : options.device_override);
+    if (cfg_.deterministic) kernels::set_cpu_blas_threads(1);
+    train_set_ = load_split(cfg_.data, "train");
+    test_set_ = load_split(cfg_.data, "test");
+    if (cfg_.data.validation_size >= train_set_->count) {
+      fail("{}: data.validation_size {} leaves no training examples ({} in {})", source,
+           cfg_.data.validation_size, train_set_->count, cfg_.data.dataset);
+    }
+    split_ = data::carve_validation(train_set_->count, cfg_.data.validation_size, 20260101);
+    if (cfg_.data.train_examples > 0) {
+      if (cfg_.data.train_examples > static_cast<int64_t>(split_.train.size())) {
+        fail("{}: data.train_examples {} exceeds the {} training examples", source,
+             cfg_.data.train_examples, split_.train.size());
+      }
+      // A fixed-seed subset, kept in dataset order.
+      const std::vector<int64_t> order = data::random_permutation(
+          static_cast<int64_t>(split_.train.size()), 20260102, data::DataStream::kValidation, 1);
+      std::vector<int64_t> subset;
+      for (int64_t i = 0; i < cfg_.data.train_examples; ++i) {
+        subset.push_back(
+            split_.train[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])]);
+      }
+      std::sort(subset.begin(), subset.end());
+      split_.train = std::move(subset);
+    }
+    if (static_cast<int64_t>(split_.train.size()) < cfg_.batch_size) {
+      fail("{}: train.batch_size {} exceeds the {} training examples", source, cfg_.batch_size,
+           split_.train.size());
+    }
+    Generator init(cfg_.model_seed);
+    model_ = builder_.build(config_, shape_of(*train_set_), init);
+    model_->to(device_);
+    optimizer_ = optim::make_optimizer(cfg_.optimizer, model_->named_parameters());
+    schedule_ =
+        std::make_unique<optim::Schedule>(optim::make_schedule(cfg_.schedule, cfg_.learning_rate));
+    clipper_ = std::make_unique<optim::GradientClipper>(cfg_.clip);
+    if (cfg_.ema) {
+      ema_ = std::make_unique<optim::ExponentialMovingAverage>(model_->named_parameters(),
+                                                               cfg_.ema_config);
+    }
+    prepare_directory(source);
+  }
+
+  RunSummary run();
+
+ private:
+  void prepare_directory(const std::string& source);
+  void restore(const fs::path& checkpoint);
+  void save_checkpoint();
+  void log_line(json line);
+  void record_eval(const Evaluation& val);
+  void write_summary(const std::string& status, const std::string& message);
+  double evaluate_split(std::vector<int64_t> indices,
+                        const std::shared_ptr<const data::ImageDataset>& ds, Evaluation* out);
+
+  const config::Config& config_;
+  const ModelBuilder& builder_;
+  TrainConfig cfg_;
+  TrainOptions options_;
+  std::ostream& out_;
+  fs::path dir_;
+  Device device_;
+  std::shared_ptr<const data::ImageDataset> train_set_, test_set_;
+  data::SplitIndices split_;
+  std::shared_ptr<nn::Module> model_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<optim::Schedule> schedule_;
+  std::unique_ptr<optim::GradientClipper> clipper_;
+  std::unique_ptr<optim::ExponentialMovingAverage> ema_;
+
+  int64_t step_ = 0;  // steps completed
+  data::LoaderState loader_state_;
+  double first_loss_ = NAN;
+  std::vector<BestEntry> best_;
+  double last_val_error_ = -1;
+  double throughput_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+void Run::prepare_directory(const std::string& source) {
+  const fs::path config_file = dir_ / "config.toml";
+  const std::string resolved = config_.to_toml();
+  if (options_.resume) {
+    if (!fs::exists(config_file)) {
+      fail("--resume: {} holds no run (no config.toml); start it without --resume", dir_.string());
+    }
+    std::ifstream in(config_file);
+    std::stringstream stored;
+    stored << in.rdbuf();
+    if (stored.str() != resolved) {
+      fail(
+          "--resume: the resolved config of {} differs from {}'s; resume with the same config "
+          "and --set overrides",
+          source, config_file.string());
+    }
+    if (fs::exists(dir_ / "summary.json")) {
+      const json s = read_json(dir_ / "summary.json");
+      if (s.value("status", "") == "completed") {
+        fail("--resume: the run in {} already completed", dir_.string());
+      }
+      fs::remove(dir_ / "summary.json");
+    }
+    const fs::path ckpt = latest_checkpoint(dir_ / "checkpoints");
+    if (!ckpt.empty()) restore(ckpt);
+    // Keep metrics up to the restored step: a killed run may have logged past its checkpoint.
+    std::ifstream metrics(dir_ / "metrics.jsonl");
+    std::string kept, line;
+    while (std::getline(metrics, line)) {
+      if (line.empty()) continue;
+      if (json::parse(line).value("step", int64_t{0}) <= step_) kept += line + "\n";
+    }
+    write_text_atomic(dir_ / "metrics.jsonl", kept);
+    if (step_ > 0) out_ << fmt::format("resumed from {} at step {}\n", ckpt.string(), step_);
+    return;
+  }
+  if (fs::exists(dir_) && !fs::is_empty(dir_)) {
+    fail(
+        "run directory {} already exists and is not empty (use --resume to continue it, or "
+        "choose another --out)",
+        dir_.string());
+  }
+  fs::create_directories(dir_ / "checkpoints");
+  fs::create_directories(dir_ / "best");
+  write_text_atomic(config_file, resolved);
+  write_text_atomic(dir_ / "metrics.jsonl", "");
+}
+
+void Run::restore(const fs::path& ckpt) {
+  const checkpoint::Loaded model_state = checkpoint::load(ckpt / "model.safetensors");
+  checkpoint::load_into(model_state, model_->state(), "model");
+  const checkpoint::Loaded train_state = checkpoint::load(ckpt / "state.safetensors");
+  auto with_prefix = [&](const std::string& prefix) {
+    std::vector<nn::NamedTensor> out;
+    for (const auto& [name, t] : train_state.tensors) {
+      if (name.starts_with(prefix)) out.emplace_back(name.substr(prefix.size()), t);
+    }
+    return out;
+  };
+  optimizer_->load_state_dict(with_prefix("optimizer/"));
+  clipper_->load_state_dict(with_prefix("clip/"));
+  if (ema_) ema_->load_state_dict(with_prefix("ema/"));
+  const json s = read_json(ckpt / "state.json");
+  step_ = s.at("step").get<int64_t>();
+  loader_state_.epoch = s.at("loader").at("epoch").get<int64_t>();
+  loader_state_.next_batch = s.at("loader").at("next_batch").get<int64_t>();
+  first_loss_ = s.at("first_loss").is_null() ? NAN : s.at("first_loss").get<double>();
+  last_val_error_ = s.value("last_val_error", -1.0);
+  for (const auto& b : s.at("best")) best_.push_back({b.at("step"), b.at("val_error")});
+  auto gens = dropout_generators(*model_);
+  for (const auto& g : s.at("dropout_rngs")) {
+    for (auto& [path, gen] : gens) {
+      if (path == g.at("module").get<std::string>()) {
+        gen->set_state(std::stoull(g.at("seed").get<std::string>()),
+                       std::stoull(g.at("offset").get<std::string>()));
+      }
+    }
+  }
+}
+
+void Run::save_checkpoint() {
+  const fs::path final_dir = dir_ / "checkpoints" / step_name(step_);
+  const fs::path tmp = final_dir.string() + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::map<std::string, std::string> meta = {{"format", "pt"},
+                                                   {"playbook.step", std::to_string(step_)},
+                                                   {"playbook.config", config_.to_toml()}};
+  checkpoint::save(tmp / "model.safetensors", model_->state(), meta);
+  std::vector<nn::NamedTensor> state;
+  for (auto& [n, t] : optimizer_->state_dict()) state.emplace_back("optimizer/" + n, t);
+  for (auto& [n, t] : clipper_->state_dict()) state.emplace_back("clip/" + n, t);
+  if (ema_) {
+    for (auto& [n, t] : ema_->state_dict()) state.emplace_back("ema/" + n, t);
+  }
+  checkpoint::save(tmp / "state.safetensors", state);
+  json s;
+  s["step"] = step_;
+  s["loader"] = {{"epoch", loader_state_.epoch}, {"next_batch", loader_state_.next_batch}};
+  s["first_loss"] = std::isnan(first_loss_) ? json(nullptr) : json(first_loss_);
+  s["last_val_error"] = last_val_error_;
+  s["best"] = json::array();
+  for (const auto& b : best_) s["best"].push_back({{"step", b.step}, {"val_error", b.val_error}});
+  s["dropout_rngs"] = json::array();
+  for (const auto& [path, gen] : dropout_generators(*model_)) {
+    s["dropout_rngs"].push_back({{"module", path},
+                                 {"seed", std::to_string(gen->seed())},
+                                 {"offset", std::to_string(gen->offset())}});
+  }
+  write_text_atomic(tmp / "state.json", s.dump(2) + "\n");
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  // Keep the newest keep_checkpoints.
+  std::vector<fs::path> all;
+  for (const auto& e : fs::directory_iterator(dir_ / "checkpoints")) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name.starts_with("step_") && !name.ends_with(".tmp"))
+      all.push_back(e.path());
+  }
+  std::sort(all.begin(), all.end());
+  for (std::size_t i = 0; i + static_cast<std::size_t>(cfg_.keep_checkpoints) < all.size(); ++i) {
+    fs::remove_all(all[i]);
+  }
+}
+
+void Run::log_line(json line) {
+  std::ofstream out(dir_ / "metrics.jsonl", std::ios::app);
+  out << line.dump() << "\n";
+  if (!out.flush()) fail("cannot append to {}", (dir_ / "metrics.jsonl").string());
+}
+
+void Run::record_eval(const Evaluation& val) {
+  last_val_error_ = val.error;
+  const bool improves =
+      static_cast<int64_t>(best_.size()) < cfg_.keep_best || val.error < best_.back().val_error;
+  if (!improves) return;
+  // The model (or its EMA, when evaluating with it) as evaluated goes to best/.
+  const std::map<std::string, std::string> meta = {
+      {"format", "pt"},
+      {"playbook.step", std::to_string(step_)},
+      {"playbook.val_error", fmt::format("{}", val.error)},
+      {"playbook.config", config_.to_toml()}};
+  checkpoint::save(dir_ / "best" / (step_name(step_) + ".safetensors"), model_->state(), meta);
+  best_.push_back({step_, val.error});
+  std::stable_sort(best_.begin(), best_.end(), [](const BestEntry& a, const BestEntry& b) {
+    return a.val_error < b.val_error;
+  });
+  while (static_cast<int64_t>(best_.size()) > cfg_.keep_best) {
+    fs::remove(dir_ / "best" / (step_name(best_.back().step) + ".safetensors"));
+    best_.pop_back();
+  }
+}
+
+void Run::write_summary(const std::string& status, const std::string& message) {
+  json s;
+  s["status"] = status;
+  if (!message.empty()) s["message"] = message;
+  s["steps"] = step_;
+  s["device"] = device_.str();
+  s["best_step"] = best_.empty() ? json(nullptr) : json(best_.front().step);
+  s["best_val_error"] = best_.empty() ? json(nullptr) : json(best_.front().val_error);
+  s["final_val_error"] = last_val_error_ < 0 ? json(nullptr) : json(last_val_error_);
+  s["examples_per_sec"] = throughput_;
+  s["wall_seconds"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  s["model"] = model_->describe();
+  s["parameters"] = model_->num_parameters();
+  s["optimizer"] = optimizer_->to_json();
+  s["schedule"] = schedule_->to_json();
+  write_text_atomic(dir_ / "summary.json", s.dump(2) + "\n");
+}
+
+RunSummary Run::run() {
+  RunSummary summary;
+  out_ << fmt::format("{} on {}: {} parameters; {} train / {} validation / {} test examples\n",
+                      model_->describe(), device_.str(), model_->num_parameters(),
+                      split_.train.size(), split_.validation.size(), test_set_->count);
+  out_ << "optimizer: " << optimizer_->to_json().dump() << "\n";
+  out_ << "schedule: " << schedule_->to_json().dump() << "\n";
+
+  data::DataLoader loader(
+      train_set_, split_.train,
+      [&] {
+        data::LoaderConfig lc = data::LoaderConfig::training(
+            cfg_.batch_size, cfg_.data_seed,
+            [&] {
+              data::AugmentConfig a = data::default_augment(train_set_->name, true);
+              a.crop_padding = cfg_.data.crop_padding;
+              a.horizontal_flip = cfg_.data.horizontal_flip;
+              return a;
+            }(),
+            cfg_.data.workers);
+        lc.prefetch = cfg_.data.prefetch;
+        return lc;
+      }(),
+      loader_state_);
+  const TensorOptions on_device = TensorOptions{}.with_device(device_);
+  Tensor loss_sum = zeros({}, on_device);
+  int64_t window_steps = 0;
+  double window_wait = 0;
+  auto window_start = std::chrono::steady_clock::now();
+  ProgressLine progress(cfg_.max_train_steps, cfg_.log_every, out_);
+  model_->train();
+
+  std::string status = "completed";
+  while (step_ < cfg_.max_train_steps) {
+    std::optional<data::Batch> batch = loader.next();
+    window_wait += batch->wait_seconds;
+    const Tensor x = batch->images.to(device_);
+    const Tensor y = batch->labels.to(device_);
+
+    optimizer_->zero_grad();
+    const Tensor loss = ops::softmax_cross_entropy((*model_)(x), y, Tensor{}, cfg_.label_smoothing);
+    loss.backward();
+    const double lr = schedule_->learning_rate(step_);
+    optimizer_->set_learning_rate(lr);
+    clipper_->step(*optimizer_);  // measures the global norm, clips, runs the fused update
+    {
+      autograd::NoGradGuard no_grad;
+      ops::add_(loss_sum, loss.detach());
+    }
+    ++step_;
+    ++window_steps;
+    loader_state_ = loader.state();
+    if (ema_) ema_->update();
+
+    if (step_ % cfg_.log_every == 0 || step_ == cfg_.max_train_steps) {
+      const double train_loss = loss_sum.item<float>() / static_cast<double>(window_steps);
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+      throughput_ = static_cast<double>(window_steps * cfg_.batch_size) / std::max(seconds, 1e-9);
+      json line = {{"step", step_},
+                   {"lr", lr},
+                   {"train_loss", train_loss},
+                   {"grad_norm", clipper_->read_grad_norm()},
+                   {"clipped_fraction", clipper_->read_stats().clipped_fraction},
+                   {"examples_per_sec", throughput_},
+                   {"data_wait_fraction", window_wait / std::max(seconds, 1e-9)}};
+      if (std::isnan(first_loss_)) first_loss_ = train_loss;
+      const bool diverged =
+          !std::isfinite(train_loss) || train_loss > cfg_.divergence_factor * first_loss_;
+      const bool eval_now =
+          !diverged && (step_ % cfg_.eval_every == 0 || step_ == cfg_.max_train_steps);
+      if (eval_now) {
+        if (ema_) ema_->swap();
+        const Evaluation val = evaluate(*model_, train_set_, split_.validation,
+                                        cfg_.eval_batch_size, cfg_.data.workers, device_);
+        line["val_loss"] = val.loss;
+        line["val_error"] = val.error;
+        if (val.examples > 0) record_eval(val);
+        if (ema_) ema_->swap();
+      }
+      log_line(line);
+      progress.step(step_, train_loss, window_steps * cfg_.batch_size,
+                    fmt::format("  |g| {:.3g}{}", line["grad_norm"].get<double>(),
+                                eval_now ? fmt::format("  val_loss {:.4f}  val_error {:.2f}%",
+                                                       line["val_loss"].get<double>(),
+                                                       100 * line["val_error"].get<double>())
+                                         : ""));
+      if (diverged) {
+        status = "diverged";
+        out_ << fmt::format("diverged at step {}: train loss {} (first logged {:.4g}, limit {}x)\n",
+                            step_, train_loss, first_loss_, cfg_.divergence_factor);
+        break;
+      }
+      loss_sum = zeros({}, on_device);
+      window_steps = 0;
+      window_wait = 0;
+      window_start = std::chrono::steady_clock::now();
+      if (step_ % cfg_.checkpoint_every == 0 || step_ == cfg_.max_train_steps) save_checkpoint();
+    }
+  }
+
+  summary.status = status;
+  summary.steps = step_;
+  summary.examples_per_sec = throughput_;
+  if (status == "completed") {
+    if (ema_) ema_->swap();
+    const Evaluation test = evaluate(*model_, test_set_, data::iota_indices(test_set_->count),
+                                     cfg_.eval_batch_size, cfg_.data.workers, device_);
+    summary.test_error = test.error;
+    if (ema_) ema_->swap();
+    if (!best_.empty()) {
+      // Retrospective checkpoint selection: the best validation checkpoint on the test set.
+      Generator init(cfg_.model_seed);
+      auto best_model = builder_.build(config_, shape_of(*train_set_), init);
+      best_model->to(device_);
+      checkpoint::load_into(
+          checkpoint::load(dir_ / "best" / (step_name(best_.front().step) + ".safetensors")),
+          best_model->state(), "model");
+      summary.best_test_error =
+          evaluate(*best_model, test_set_, data::iota_indices(test_set_->count),
+                   cfg_.eval_batch_size, cfg_.data.workers, device_)
+              .error;
+      summary.best_step = best_.front().step;
+      summary.best_val_error = best_.front().val_error;
+    }
+    summary.final_val_error = last_val_error_;
+  }
+  summary.wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  write_summary(status, "");
+  if (status == "completed") {
+    json s = read_json(dir_ / "summary.json");
+    s["test_error"] = summary.test_error;
+    s["best_test_error"] =
+        summary.best_test_error < 0 ? json(nullptr) : json(summary.best_test_error);
+    write_text_atomic(dir_ / "summary.json", s.dump(2) + "\n");
+  }
+  return summary;
+}
+
+}  // namespace
+
+RunSummary train(const config::Config& config, const std::string& source,
+                 const TrainOptions& options, const ModelBuilder& model) {
+  Run run(config, source, options, model);
+  return run.run();
+}
+
+EvalResult evaluate_checkpoint(const fs::path& path, const std::string& split,
+                               const fs::path& data_dir, const std::string& device_text,
+                               const ModelBuilder& builder) {
+  const checkpoint::Loaded loaded = checkpoint::load(path);
+  const auto it = loaded.metadata.find("playbook.config");
+  if (it == loaded.metadata.end()) {
+    fail("{}: no playbook.config metadata (not a checkpoint written by playbook train)",
+         path.string());
+  }
+  const config::Config config =
+      config::parse(it->second, path.string() + " (embedded config)", train_schema(builder));
+  TrainConfig cfg = train_config_from(config, path.string());
+  if (!data_dir.empty()) cfg.data.dir = data_dir;
+  if (split != "test" && split != "validation") {
+    fail("eval: split must be test or validation, got '{}'", split);
+  }
+  const Device device = pick_device(device_text);
+  auto train_set = load_split(cfg.data, "train");
+  Generator init(cfg.model_seed);
+  auto model = builder.build(config, shape_of(*train_set), init);
+  model->to(device);
+  checkpoint::load_into(loaded, model->state(), "model");
+  Evaluation e;
+  if (split == "test") {
+    auto test = load_split(cfg.data, "test");
+    e = evaluate(*model, test, data::iota_indices(test->count), cfg.eval_batch_size,
+                 cfg.data.workers, device);
+  } else {
+    const auto s = data::carve_validation(train_set->count, cfg.data.validation_size, 20260101);
+    e = evaluate(*model, train_set, s.validation, cfg.eval_batch_size, cfg.data.workers, device);
+  }
+  return {e.loss, e.error, e.examples};
+}
+
+}  // namespace pb::train

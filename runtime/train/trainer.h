@@ -1,0 +1,67 @@
+#pragma once
+// The trainer: runs one training job from a validated config into a run directory, the
+// interface the tuning layer reads:
+//   <out>/config.toml       the fully resolved config
+//   <out>/metrics.jsonl     one JSON object per logged step: step, lr, train_loss, grad_norm
+//                           (unclipped), examples_per_sec, data_wait_fraction, and at eval steps
+//                           val_loss, val_error
+//   <out>/checkpoints/step_NNNNNNNN/  model.safetensors (parameters and buffers, torchvision
+//                           names), state.safetensors (optimizer, clipping, EMA state),
+//                           state.json (step, RNG states, loader position, best list)
+//   <out>/best/step_NNNNNNNN.safetensors   the keep_best checkpoints with the lowest
+//                           validation error (retrospective checkpoint selection)
+//   <out>/summary.json      written last: status (completed | diverged | failed), best step and
+//                           validation error, final and best test error, throughput, time
+// The budget is in steps; the host synchronises with the device only at log, eval and
+// checkpoint steps.
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <string>
+
+#include "runtime/config/config.h"
+#include "runtime/train/train_config.h"
+
+namespace pb::train {
+
+// Exit code of `playbook train` for a run stopped because its loss diverged.
+inline constexpr int kExitDiverged = 3;
+
+struct TrainOptions {
+  std::filesystem::path out_dir;
+  bool resume = false;
+  std::string device_override;  // from --device; empty: the config's train.device
+  std::ostream* log = nullptr;  // progress lines; nullptr: std::cout
+};
+
+struct RunSummary {
+  std::string status;  // completed | diverged
+  int64_t steps = 0;
+  int64_t best_step = -1;
+  double best_val_error = -1;
+  double final_val_error = -1;
+  double test_error = -1;       // final model
+  double best_test_error = -1;  // best checkpoint (by validation error)
+  double examples_per_sec = 0;
+  double wall_seconds = 0;
+};
+
+// Trains per `config` (a Config of train_schema()); `source` names the config file in errors.
+// Throws pb::Error (config, data, checkpoint problems) before creating anything in out_dir when
+// the problem is known up front.
+// `model` builds the network of the config's [model] section (models::model_zoo()).
+RunSummary train(const config::Config& config, const std::string& source,
+                 const TrainOptions& options, const ModelBuilder& model);
+
+struct EvalResult {
+  double loss = 0, error = 0;
+  int64_t examples = 0;
+};
+
+// Evaluates a checkpoint written by train() (its metadata holds the config) on a split
+// ("test" or "validation") of its dataset, or of the dataset in `data_dir` when given.
+EvalResult evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::string& split,
+                               const std::filesystem::path& data_dir, const std::string& device,
+                               const ModelBuilder& model);
+
+}  // namespace pb::train
