@@ -14,23 +14,29 @@ std::string format_duration(double seconds) {
   return fmt::format("{}:{:02}", s / 60, s % 60);
 }
 
-ProgressLine::ProgressLine(int64_t total_steps, int64_t every, std::ostream& out)
-    : total_(total_steps), every_(std::max<int64_t>(every, 1)), out_(out) {
+ProgressLine::ProgressLine(int64_t total_steps, int64_t every, std::ostream& out,
+                           int64_t first_step)
+    : total_(total_steps),
+      every_(std::max<int64_t>(every, 1)),
+      out_(out),
+      last_printed_step_(first_step) {
   start_ = window_start_ = Clock::now();
 }
 
 void ProgressLine::step(int64_t step, double loss, int64_t examples, const std::string& suffix) {
   window_examples_ += examples;
-  ++window_steps_;
   if (step % every_ != 0 && step != total_) return;
   const auto now = Clock::now();
   const double window = std::chrono::duration<double>(now - window_start_).count();
+  // Steps since the last printed line (callers may call only at print steps).
+  const int64_t steps = std::max<int64_t>(step - last_printed_step_, 1);
   if (window > 0) {
     rate_ = static_cast<double>(window_examples_) / window;
-    step_time_ = window / static_cast<double>(window_steps_);
+    step_time_ = window / static_cast<double>(steps);
   }
   window_start_ = now;
-  window_examples_ = window_steps_ = 0;
+  window_examples_ = 0;
+  last_printed_step_ = step;
   out_ << format(step, loss) << suffix << std::endl;
 }
 

@@ -11,7 +11,8 @@ namespace pb::train {
 
 class ProgressLine {
  public:
-  ProgressLine(int64_t total_steps, int64_t every, std::ostream& out);
+  // first_step: the step the work starts from (a resumed run starts past 0).
+  ProgressLine(int64_t total_steps, int64_t every, std::ostream& out, int64_t first_step = 0);
   // Call after each step with the number of examples it consumed; loss is printed as given.
   // `suffix` is appended to the printed line (e.g. validation metrics).
   void step(int64_t step, double loss, int64_t examples, const std::string& suffix = "");
@@ -24,7 +25,7 @@ class ProgressLine {
   int64_t total_, every_;
   std::ostream& out_;
   Clock::time_point start_, window_start_;
-  int64_t window_examples_ = 0, window_steps_ = 0;
+  int64_t window_examples_ = 0, last_printed_step_ = 0;
   double rate_ = 0.0;       // examples/s over the last window
   double step_time_ = 0.0;  // seconds per step over the last window
 };

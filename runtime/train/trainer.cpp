@@ -446,7 +446,7 @@ RunSummary Run::run() {
   int64_t window_steps = 0;
   double window_wait = 0;
   auto window_start = std::chrono::steady_clock::now();
-  ProgressLine progress(cfg_.max_train_steps, cfg_.log_every, out_);
+  ProgressLine progress(cfg_.max_train_steps, cfg_.log_every, out_, step_);
   model_->train();
 
   std::string status = "completed";
