@@ -217,7 +217,7 @@ class Run {
   void save_checkpoint();
   void log_line(json line);
   void record_eval(const Evaluation& val);
-  void write_summary(const std::string& status, const std::string& message);
+  void write_summary(const RunSummary& summary);
   double evaluate_split(std::vector<int64_t> indices,
                         const std::shared_ptr<const data::ImageDataset>& ds, Evaluation* out);
 
@@ -398,18 +398,21 @@ void Run::record_eval(const Evaluation& val) {
   }
 }
 
-void Run::write_summary(const std::string& status, const std::string& message) {
+void Run::write_summary(const RunSummary& summary) {
+  auto optional = [](double v) { return v < 0 ? json(nullptr) : json(v); };
   json s;
-  s["status"] = status;
-  if (!message.empty()) s["message"] = message;
+  s["status"] = summary.status;
   s["steps"] = step_;
   s["device"] = device_.str();
   s["best_step"] = best_.empty() ? json(nullptr) : json(best_.front().step);
   s["best_val_error"] = best_.empty() ? json(nullptr) : json(best_.front().val_error);
-  s["final_val_error"] = last_val_error_ < 0 ? json(nullptr) : json(last_val_error_);
+  s["final_val_error"] = optional(last_val_error_);
+  if (summary.status == "completed") {
+    s["test_error"] = summary.test_error;
+    s["best_test_error"] = optional(summary.best_test_error);
+  }
   s["examples_per_sec"] = throughput_;
-  s["wall_seconds"] =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  s["wall_seconds"] = summary.wall_seconds;
   s["model"] = model_->describe();
   s["parameters"] = model_->num_parameters();
   s["optimizer"] = optimizer_->to_json();
@@ -546,14 +549,7 @@ RunSummary Run::run() {
   }
   summary.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  write_summary(status, "");
-  if (status == "completed") {
-    json s = read_json(dir_ / "summary.json");
-    s["test_error"] = summary.test_error;
-    s["best_test_error"] =
-        summary.best_test_error < 0 ? json(nullptr) : json(summary.best_test_error);
-    write_text_atomic(dir_ / "summary.json", s.dump(2) + "\n");
-  }
+  write_summary(summary);
   return summary;
 }
 

@@ -10,7 +10,7 @@
 //                           state.json (step, RNG states, loader position, best list)
 //   <out>/best/step_NNNNNNNN.safetensors   the keep_best checkpoints with the lowest
 //                           validation error (retrospective checkpoint selection)
-//   <out>/summary.json      written last: status (completed | diverged | failed), best step and
+//   <out>/summary.json      written last: status (completed | diverged), best step and
 //                           validation error, final and best test error, throughput, time
 // The budget is in steps; the host synchronises with the device only at log, eval and
 // checkpoint steps.
