@@ -214,7 +214,9 @@ std::string to_string(const ParamValue& value) {
 }
 
 void validate(const Dimension& dim) {
-  const char* scale = dim.scale == Dimension::Scale::Log ? "log" : "linear";
+  const char* scale = dim.scale == Dimension::Scale::Log          ? "log"
+                      : dim.scale == Dimension::Scale::ReverseLog ? "reverse-log"
+                                                                  : "linear";
   if (dim.name.empty()) {
     throw std::invalid_argument("search space: a dimension has an empty name (" +
                                 std::string(scale) + " scale, min " + format_double(dim.min) +
@@ -233,6 +235,10 @@ void validate(const Dimension& dim) {
   if (dim.scale == Dimension::Scale::Log && !(dim.min > 0.0)) {
     invalid("dimension", dim.name,
             "log scale needs min > 0 (got min " + format_double(dim.min) + ")");
+  }
+  if (dim.scale == Dimension::Scale::ReverseLog && !(dim.max < 1.0)) {
+    invalid("dimension", dim.name,
+            "reverse-log scale needs max < 1 (got max " + format_double(dim.max) + ")");
   }
 }
 
@@ -259,6 +265,10 @@ double map_unit(const Dimension& dim, double u) {
   double x = 0.0;
   if (dim.scale == Dimension::Scale::Linear) {
     x = std::lerp(dim.min, dim.max, u);
+  } else if (dim.scale == Dimension::Scale::ReverseLog) {
+    if (u == 0.0) return dim.min;
+    if (u == 1.0) return dim.max;
+    x = 1.0 - std::exp(std::lerp(std::log1p(-dim.min), std::log1p(-dim.max), u));
   } else {
     if (u == 0.0) return dim.min;
     if (u == 1.0) return dim.max;

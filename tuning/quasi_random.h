@@ -114,9 +114,11 @@ using ParamValue = std::variant<bool, std::int64_t, double, std::string>;
 // "true", "128", "0.001" (shortest round-trip form), "sgd".
 std::string to_string(const ParamValue& value);
 
-// A continuous dimension over [min, max], sampled uniformly on a linear or log scale.
+// A continuous dimension over [min, max], sampled uniformly on a linear or log scale, or on a
+// reverse-log scale: uniform in log(1 - x), for values just below 1 such as momentum or Adam's
+// beta2 (0.9, 0.99 and 0.999 are equally far apart).
 struct Dimension {
-  enum class Scale { Linear, Log };
+  enum class Scale { Linear, Log, ReverseLog };
   std::string name;
   Scale scale = Scale::Linear;
   double min = 0.0;
@@ -132,12 +134,14 @@ struct Choice {
 using SearchDimension = std::variant<Dimension, Choice>;
 
 // Throw std::invalid_argument naming the dimension when it is invalid: empty name; non-finite
-// bounds or min >= max; log scale with min <= 0; no choice values or a repeated value.
+// bounds or min >= max; log scale with min <= 0; reverse-log scale with max >= 1; no choice
+// values or a repeated value.
 void validate(const Dimension& dim);
 void validate(const Choice& choice);
 
 // u in [0,1] to [min, max]: linear min + u (max - min); log min (max/min)^u, so u = 0 gives
-// min, u = 1 max and u = 1/2 the geometric mean. Throws std::invalid_argument for u outside
+// min, u = 1 max and u = 1/2 the geometric mean; reverse-log 1 - (1-min) ((1-max)/(1-min))^u,
+// again u = 0 gives min and u = 1 max. Throws std::invalid_argument for u outside
 // [0,1] or an invalid dimension.
 double map_unit(const Dimension& dim, double u);
 // u in [0,1] to values[floor(u n)] (u = 1 gives the last): every value owns an interval of
