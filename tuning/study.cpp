@@ -209,9 +209,10 @@ std::string reproduce_command(const Study& study, const TrialRecord& trial) {
     }
     return cmd;
   }
-  std::string cmd =
-      fmt::format("(cd {} && PLAYBOOK_TRIAL_PARAMS={}", shell_quote(study.record.origin_dir),
-                  shell_quote((study.dir / trial.run_dir / "params.json").string()));
+  std::string cmd = fmt::format(
+      "(cd {} && PLAYBOOK_TRIAL_PARAMS={}", shell_quote(study.record.origin_dir),
+      shell_quote(
+          fs::absolute(study.dir / trial.run_dir / "params.json").lexically_normal().string()));
   for (const std::string& a : study.spec.command) {
     cmd += ' ';
     cmd += shell_quote(a);

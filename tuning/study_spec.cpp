@@ -468,6 +468,7 @@ StudySpec parse_study(std::string_view text, const fs::path& file, const fs::pat
       fail_key(file, "workers", "need heartbeat_s > 0 and stale_after_s > 2 x heartbeat_s");
     }
   }
+  if (spec.kind == TrialKind::Command) spec.objective.metric = "objective";
   if (const auto* n = root.get("objective")) {
     if (const auto* s = n->as_string()) {
       spec.objective.metric = s->get();

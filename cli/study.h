@@ -1,0 +1,36 @@
+#pragma once
+// The study subcommands of `playbook`:
+//   playbook study run STUDY.toml [--dir STUDY_DIR] [--workers N] [--devices cuda:0,cuda:1|cpu]
+//   playbook study work STUDY_DIR [--device D] [--threads T]     (one worker; run starts these)
+//   playbook study status STUDY_DIR
+//   playbook study best STUDY_DIR
+//   playbook study export STUDY_DIR [--out FILE.csv]
+//   playbook studies [ROOT] [--format text|csv|md]                (the tracking table)
+// Registered on the app before parsing; run() handles the one that was given.
+#include <CLI/CLI.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pb::cli {
+
+class StudyCommands {
+ public:
+  explicit StudyCommands(CLI::App& app);
+  // The exit code when a study subcommand was given; nullopt otherwise.
+  std::optional<int> run();
+
+ private:
+  CLI::App* study_ = nullptr;
+  CLI::App* run_ = nullptr;
+  CLI::App* work_ = nullptr;
+  CLI::App* status_ = nullptr;
+  CLI::App* best_ = nullptr;
+  CLI::App* export_ = nullptr;
+  CLI::App* studies_ = nullptr;
+  std::string study_file_, dir_, devices_, device_, out_, root_ = "studies", format_ = "text";
+  int workers_ = 0, threads_ = 0;
+};
+
+}  // namespace pb::cli
