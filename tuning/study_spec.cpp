@@ -570,9 +570,9 @@ void validate_space(const StudySpec& spec, const TrainRules& rules) {
     const std::string range = k->range_str();
     auto check_number = [&](double x, std::string_view what) {
       if (!in_bound(x, k->lower, true) || !in_bound(x, k->upper, false)) {
-        fail_key(file, where,
-                 fmt::format("{} {} is outside the range of {} ({})", what, fmt_double(x), p.key,
-                             range));
+        fail_key(
+            file, where,
+            fmt::format("{} {} is out of range: {} must be {}", what, fmt_double(x), p.key, range));
       }
     };
     switch (k->type) {
