@@ -124,9 +124,10 @@ void optim_update_cpu(const OptimStep& step, int64_t count, const OptimTensor<T>
 
 // CUDA (float). Two launches for lars/lamb (per-tensor norms, then the update), one otherwise;
 // more only for lists longer than kOptimCudaMaxTensorsPerLaunch. lars/lamb need a device
-// workspace of optim_cuda_workspace_bytes() bytes, zero-filled before its first use; every call
-// leaves it zeroed again, so it can be kept for the whole run (other rules: workspace may be
-// null). The same list (sizes and order) gives bitwise identical results on every run.
+// workspace of at least optim_cuda_workspace_bytes() bytes for this list; it needs no
+// initialisation (the call zeroes its counters on the stream first), so one buffer can be kept
+// for the whole run even when later lists are shorter (other rules: workspace may be null). The
+// same list (sizes and order) gives bitwise identical results on every run.
 inline constexpr int kOptimCudaMaxTensorsPerLaunch = 512;
 int64_t optim_cuda_workspace_bytes(OptimRule rule, int64_t count,
                                    const OptimTensor<float>* tensors);

@@ -23,10 +23,17 @@
 //
 // LARS and LAMB need per-tensor norms before the update: launch 1 (norms_kernel) sums squares per
 // chunk in double (fixed thread order, fixed shuffle tree), writes one partial per chunk, and the
-// last block to finish a tensor (an atomic counter per tensor, reset by that block) adds the
-// tensor's partials in a fixed order and writes its norms; LAMB's launch 1 also updates the
-// moments. Launch 2 (update_kernel) reads the norms and applies the update. The partition is a
-// function of the sizes only, so results are bitwise reproducible run to run.
+// last block to finish a tensor (an atomic counter per tensor) adds the tensor's partials in a
+// fixed order and writes its norms; LAMB's launch 1 also updates the moments. Launch 2
+// (update_kernel) reads the norms and applies the update. The partition is a function of the
+// sizes only, so results are bitwise reproducible run to run.
+//
+// Workspace counters. The workspace is carved per call (partials, norms, counters), so the
+// counters' offset depends on this call's tensor and chunk counts: when a step updates fewer
+// tensors than an earlier one (parameters without a gradient are left out of the list), the
+// counters land where that earlier step left partial sums. The launcher therefore zeroes the
+// counter region on the stream before launch 1 (cudaMemsetAsync, a few bytes per tensor, no host
+// sync), so no call depends on what an earlier call left in the workspace.
 //
 // Results vs the CPU: nvcc contracts a * b + c into fma where the x86-64 build rounds twice, and
 // the norms are summed in a different (tree) order, so elements differ by a few ulp per step;
@@ -248,7 +255,8 @@ __global__ __launch_bounds__(kThreads) void update_kernel(
 
 // Launch 1 of lars/lamb: per-chunk sums of squares of theta and of the scaled gradient (lars) or
 // of lamb's direction r (after updating the moments), then per-tensor norms by the last block.
-// Workspace: partials (double2 per chunk), norms (double2 per tensor), counters (uint per tensor).
+// Workspace: partials (double2 per chunk), norms (double2 per tensor), counters (uint per tensor,
+// zeroed by the launcher before this launch).
 template <OptimRule R, int Cap>
 __global__ __launch_bounds__(kThreads) void norms_kernel(
     const __grid_constant__ UpdateList<Cap> list, const Constants<float> c, const float* grad_scale,
@@ -306,10 +314,7 @@ __global__ __launch_bounds__(kThreads) void norms_kernel(
     b += p.y;
   }
   const double2 total = block_sum2(a, b);
-  if (threadIdx.x == 0) {
-    norms[list.first_tensor + t] = make_double2(sqrt(total.x), sqrt(total.y));
-    counters[list.first_tensor + t] = 0u;  // ready for the next call
-  }
+  if (threadIdx.x == 0) norms[list.first_tensor + t] = make_double2(sqrt(total.x), sqrt(total.y));
 }
 
 // Workspace layout of lars/lamb for `count` tensors holding `chunks` chunks in all.
@@ -384,6 +389,10 @@ void launch_update(cudaStream_t stream, const OptimStep& step, int64_t count,
       throw std::invalid_argument("optim_update_cuda: lars/lamb need a workspace");
     }
     ws = carve(workspace, count, total_chunks);
+    // Counters start at zero on every call, wherever this call's layout puts them (see the
+    // "Workspace counters" note at the top).
+    PB_CUDA_CHECK(
+        cudaMemsetAsync(ws.counters, 0, sizeof(unsigned) * static_cast<size_t>(count), stream));
   }
   int64_t first_chunk = 0;
   for (int64_t begin = 0; begin < count; begin += kLargeCap) {

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -147,6 +148,74 @@ TEST_P(OptimCuda, LongTensorList) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllOptimizers, OptimCuda, ::testing::ValuesIn(optimizer_names()),
+                         [](const auto& param_info) { return param_info.param; });
+
+// LARS/LAMB when later steps update fewer tensors than the first one (parameters without a
+// gradient are left out of the list), then more again. The optimizer keeps the workspace sized
+// for the longest list; the kernel carves it per call (partials, norms, counters), so a shorter
+// list puts its counters where an earlier step left partial sums. Before the fix (the counters
+// were zeroed only by the workspace allocation and by the last block of each tensor) those
+// counters started at stale values, no block was the "last" one, the norms were never written
+// and the update read stale partial sums as norms: with these sizes (chunks 2, 1, 3, 1, 5, 1 of
+// 4096 elements) step 2 ({1, 4}: counters at byte 16 * (6 + 2) = 128, step 1's partial of
+// tensor 4's third chunk) and step 3 ({2, 5}: counters at byte 96, step 1's partials again) read
+// chunk sums of squares of tensor 4 as the norms of tensors 1, 2 and 5. Tensors have different
+// parameter and gradient scales, so a trust ratio from the wrong norms is off by orders of
+// magnitude, far outside the bounds of expect_close. The same scenario in double against a
+// hand-written reference: tests/optim/test_lars_lamb_shrink.cpp.
+class OptimCudaShrinkingList : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OptimCudaShrinkingList, MatchesCpu) {
+  PB_SKIP_WITHOUT_CUDA_DEVICE();
+  const std::string name = GetParam();
+  const std::vector<int64_t> sizes = {5000, 300, 9000, 64, 20000, 7};
+  const std::vector<float> theta_scale = {1.0f, 0.1f, 0.5f, 3.0f, 2.0f, 0.05f};
+  const std::vector<float> grad_scale = {0.01f, 1.0f, 0.2f, 0.05f, 0.002f, 3.0f};
+  const std::vector<std::vector<int>> has_grad = {
+      {0, 1, 2, 3, 4, 5}, {1, 4}, {2, 5}, {0, 1, 2, 3, 4, 5}, {0, 2, 3, 5}, {4}, {1, 2, 3}};
+  Twin t;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    std::string pname = "p";
+    pname += std::to_string(i);
+    pname += i == 3 ? ".bias" : ".weight";  // one tensor without trust ratio and decay
+    Tensor c = from_vector<float>(
+        random_floats(sizes[i], 40 + static_cast<uint32_t>(i), theta_scale[i]), Shape{sizes[i]});
+    t.cpu.emplace_back(pname, c);
+    t.gpu.emplace_back(pname, c.to(Device::cuda(0)));
+  }
+  auto cpu = make_optimizer(config_for(name), t.cpu);
+  auto gpu = make_optimizer(config_for(name), t.gpu);
+  for (std::size_t step = 0; step < has_grad.size(); ++step) {
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      t.cpu[i].second.set_grad(Tensor{});
+      t.gpu[i].second.set_grad(Tensor{});
+    }
+    for (const int i : has_grad[step]) {
+      Tensor g = from_vector<float>(
+          random_floats(sizes[i],
+                        1000u * static_cast<uint32_t>(step + 1) + static_cast<uint32_t>(i),
+                        grad_scale[i]),
+          Shape{sizes[i]});
+      t.cpu[i].second.set_grad(g);
+      t.gpu[i].second.set_grad(g.to(Device::cuda(0)));
+    }
+    cpu->step();
+    gpu->step();
+    const std::string when = name + " step " + std::to_string(step + 1) + " ";
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      expect_close(t.gpu[i].second, t.cpu[i].second, when + t.cpu[i].first);
+    }
+    const auto sc = cpu->state_dict(), sg = gpu->state_dict();
+    ASSERT_EQ(sc.size(), sg.size());
+    for (std::size_t i = 1; i < sc.size(); ++i) {
+      ASSERT_EQ(sg[i].first, sc[i].first);
+      expect_close(sg[i].second, sc[i].second, when + sc[i].first, 1e-6, 2e-5);
+    }
+    if (::testing::Test::HasFailure()) return;  // one step's report is enough
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layerwise, OptimCudaShrinkingList, ::testing::Values("lars", "lamb"),
                          [](const auto& param_info) { return param_info.param; });
 
 // Same inputs, same bits: the lars/lamb norms use a fixed partition and fixed-order sums.
@@ -306,6 +375,76 @@ TEST(OptimCudaKernels, UnalignedPointersAndUpdateBuffer) {
       }
     }
   }
+}
+
+// The kernel alone, without the optimizer: one workspace kept across calls of different list
+// lengths, filled with garbage before the first call (it needs no initialisation).
+TEST(OptimCudaKernels, WorkspaceNeedsNoInitialisationAndShrinks) {
+  PB_SKIP_WITHOUT_CUDA_DEVICE();
+  const std::vector<int64_t> sizes = {9000, 300, 20000};
+  std::vector<std::vector<float>> p, g;
+  std::vector<DeviceFloats*> dp, dg, dm;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    p.push_back(
+        random_floats(sizes[i], 70 + static_cast<uint32_t>(i), 0.5f + static_cast<float>(i)));
+    g.push_back(
+        random_floats(sizes[i], 80 + static_cast<uint32_t>(i), 0.01f * static_cast<float>(i + 1)));
+  }
+  std::vector<std::unique_ptr<DeviceFloats>> owned;
+  auto device_copy = [&](const std::vector<float>& v) {
+    owned.push_back(std::make_unique<DeviceFloats>(v.size()));
+    owned.back()->upload(0, v);
+    return owned.back().get();
+  };
+  std::vector<std::vector<float>> m(sizes.size());
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    m[i].assign(static_cast<std::size_t>(sizes[i]), 0.0f);
+    dp.push_back(device_copy(p[i]));
+    dg.push_back(device_copy(g[i]));
+    dm.push_back(device_copy(m[i]));
+  }
+  auto lists = [&](const std::vector<int>& which, std::vector<kernels::OptimTensor<float>>& cpu_l,
+                   std::vector<kernels::OptimTensor<float>>& gpu_l) {
+    cpu_l.clear();
+    gpu_l.clear();
+    for (const int i : which) {
+      cpu_l.push_back(
+          {p[i].data(), g[i].data(), m[i].data(), nullptr, nullptr, sizes[i], 0.01f, true});
+      gpu_l.push_back(
+          {dp[i]->at(0), dg[i]->at(0), dm[i]->at(0), nullptr, nullptr, sizes[i], 0.01f, true});
+    }
+  };
+  kernels::OptimStep s;
+  s.rule = kernels::OptimRule::kLars;
+  s.lr = 0.5;
+  s.momentum = 0.9;
+  s.trust_coefficient = 0.02;
+  std::vector<kernels::OptimTensor<float>> cpu_l, gpu_l;
+  lists({0, 1, 2}, cpu_l, gpu_l);
+  const int64_t ws = kernels::optim_cuda_workspace_bytes(s.rule, 3, gpu_l.data());
+  void* workspace = nullptr;
+  PB_CUDA_CHECK(cudaMalloc(&workspace, static_cast<std::size_t>(ws)));
+  PB_CUDA_CHECK(cudaMemset(workspace, 0x5A, static_cast<std::size_t>(ws)));  // garbage
+  const std::vector<std::vector<int>> calls = {{0, 1, 2}, {1, 2}, {2}, {0, 2}, {0, 1, 2}};
+  for (std::size_t k = 0; k < calls.size(); ++k) {
+    s.t = static_cast<int64_t>(k) + 1;
+    lists(calls[k], cpu_l, gpu_l);
+    kernels::optim_update_cpu<float>(s, static_cast<int64_t>(cpu_l.size()), cpu_l.data(), nullptr);
+    kernels::optim_update_cuda(nullptr, s, static_cast<int64_t>(gpu_l.size()), gpu_l.data(),
+                               nullptr, workspace);
+  }
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    const std::vector<float> got = dp[i]->download(0, p[i].size());
+    int bad = 0;
+    for (std::size_t j = 0; j < got.size(); ++j) {
+      const double d = std::abs(static_cast<double>(got[j]) - p[i][j]);
+      if (!(d <= 2e-6 + 2e-5 * std::abs(p[i][j])) && ++bad <= 5) {
+        ADD_FAILURE() << "tensor " << i << " element " << j << ": cuda " << got[j] << " vs cpu "
+                      << p[i][j];
+      }
+    }
+  }
+  PB_CUDA_CHECK(cudaFree(workspace));
 }
 
 }  // namespace
