@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <limits>
+#include <string_view>
 #include <utility>
 
 #include "runtime/core/error.h"
@@ -51,8 +53,8 @@ bool CachingAllocator::BlockLess::operator()(const Block* a, const Block* b) con
   return a->addr < b->addr;
 }
 
-CachingAllocator::CachingAllocator(std::unique_ptr<AllocatorBackend> backend)
-    : backend_(std::move(backend)) {
+CachingAllocator::CachingAllocator(std::unique_ptr<AllocatorBackend> backend, bool caching)
+    : backend_(std::move(backend)), caching_(caching) {
   if (!backend_) fail("CachingAllocator: the backend is null");
 }
 
@@ -143,6 +145,7 @@ CachingAllocator::Block* CachingAllocator::allocate_segment(std::size_t size, St
 void* CachingAllocator::allocate(std::size_t nbytes, Stream stream) {
   if (nbytes == 0) return nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
+  if (!caching_) return allocate_uncached(nbytes, stream);
   process_events();
 
   Block* block = nullptr;
@@ -202,6 +205,10 @@ void CachingAllocator::free(void* ptr) {
          backend_->name(), ptr);
   }
   Block* block = it->second;
+  if (!caching_) {
+    free_uncached(block);
+    return;
+  }
   // Events first: if recording one throws, the block stays handed out and nothing changed.
   std::vector<std::unique_ptr<StreamEvent>> events;
   events.reserve(block->stream_uses.size());
@@ -221,6 +228,62 @@ void CachingAllocator::free(void* ptr) {
   block->pending_events = events.size();
   ++stats_.pending_free_blocks;
   for (auto& event : events) pending_.push_back(PendingFree{std::move(event), block});
+}
+
+// Caching off: one backend allocation of exactly nbytes per request, a segment of one block.
+void* CachingAllocator::allocate_uncached(std::size_t nbytes, Stream stream) {
+  void* ptr = nullptr;
+  const bool over_cap = cap_ != 0 && (nbytes > cap_ || stats_.reserved_bytes > cap_ - nbytes);
+  if (!over_cap && nbytes <= kMaxRequest) ptr = backend_->allocate(nbytes);
+  if (ptr == nullptr) {
+    ++stats_.ooms;
+    throw OutOfMemoryError(backend_->name(), nbytes, stats_.allocated_bytes, stats_.reserved_bytes,
+                           cap_, backend_->memory_info());
+  }
+  Block* block = nullptr;
+  try {
+    block = new Block;
+    block->addr = reinterpret_cast<std::uintptr_t>(ptr);
+    block->size = nbytes;
+    block->stream = stream;
+    block->small = nbytes <= kSmallSize;
+    block->in_use = true;
+    block->requested = nbytes;
+    segments_.insert(block);
+    live_.emplace(block->addr, block);
+  } catch (...) {
+    if (block) segments_.erase(block);
+    delete block;
+    backend_->free(ptr);
+    throw;
+  }
+  ++stats_.backend_allocs;
+  ++stats_.segments;
+  stats_.reserved_bytes += nbytes;
+  stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
+  ++stats_.allocations;
+  ++stats_.active_blocks;
+  stats_.allocated_bytes += nbytes;
+  stats_.requested_bytes += nbytes;
+  stats_.peak_allocated_bytes = std::max(stats_.peak_allocated_bytes, stats_.allocated_bytes);
+  return ptr;
+}
+
+// Caching off: waits for the other streams that used the block, then gives it to the backend.
+void CachingAllocator::free_uncached(Block* block) {
+  // Events first: if recording or waiting throws, the block stays handed out.
+  for (Stream s : block->stream_uses) backend_->record_event(s)->synchronize();
+  live_.erase(block->addr);
+  segments_.erase(block);
+  --stats_.active_blocks;
+  stats_.allocated_bytes -= block->size;
+  stats_.requested_bytes -= block->requested;
+  --stats_.segments;
+  stats_.reserved_bytes -= block->size;
+  ++stats_.backend_frees;
+  void* ptr = block->ptr();
+  delete block;
+  backend_->free(ptr);
 }
 
 // Puts a block nobody uses any more back in its pool, merged with free neighbours.
@@ -346,6 +409,11 @@ std::size_t CachingAllocator::memory_cap() const {
   return cap_;
 }
 
+bool cuda_memory_caching_disabled_by_env() {
+  const char* value = std::getenv("PLAYBOOK_NO_CUDA_MEMORY_CACHING");
+  return value != nullptr && value[0] != '\0' && std::string_view(value) != "0";
+}
+
 // ---- the CUDA device instances ------------------------------------------------------------------
 
 #ifdef PB_WITH_CUDA
@@ -425,7 +493,14 @@ CachingAllocator& allocator(Device device) {
   std::lock_guard<std::mutex> lock(create_mutex);
   instance = slot.load(std::memory_order_relaxed);
   if (!instance) {
-    instance = new CachingAllocator(std::make_unique<CudaDeviceBackend>(device));
+    const bool caching = !cuda_memory_caching_disabled_by_env();
+    if (!caching) {
+      std::fprintf(stderr,
+                   "playbook: PLAYBOOK_NO_CUDA_MEMORY_CACHING is set: %s memory is allocated and "
+                   "freed with cudaMalloc/cudaFree for every tensor (no caching)\n",
+                   device.str().c_str());
+    }
+    instance = new CachingAllocator(std::make_unique<CudaDeviceBackend>(device), caching);
     slot.store(instance, std::memory_order_release);
   }
   return *instance;

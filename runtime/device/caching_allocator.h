@@ -28,6 +28,13 @@
 //              more; if that fails too it throws pb::OutOfMemoryError.
 //   Stats      allocated bytes count rounded block sizes; reserved bytes count segments held from
 //              the backend (allocated + cached). The cap limits reserved bytes.
+//   No caching with caching off (PLAYBOOK_NO_CUDA_MEMORY_CACHING=1 in the environment for the
+//              device allocators, like PyTorch's PYTORCH_NO_CUDA_MEMORY_CACHING) every request
+//              is its own backend allocation of exactly the requested bytes, and free() returns
+//              it to the backend at once (after waiting for the events of the streams that used
+//              it). Slow, but every tensor is a separate allocation, so compute-sanitizer
+//              memcheck sees an access past a tensor's end and reports nothing as kept memory.
+//              Stats count the requested bytes as block and segment sizes; the cap still holds.
 //
 // The core is backend-agnostic: AllocatorBackend supplies memory and stream events, so the
 // caching logic is unit-tested on the CPU with a fake backend (tests/runtime/
@@ -104,7 +111,8 @@ class CachingAllocator {
   static constexpr std::size_t kLargeSegment = std::size_t{20} << 20;   // 20 MiB
   static constexpr std::size_t kLargeRounding = std::size_t{2} << 20;   // 2 MiB
 
-  explicit CachingAllocator(std::unique_ptr<AllocatorBackend> backend);
+  // caching = false: every allocate/free goes to the backend (see "No caching" above).
+  explicit CachingAllocator(std::unique_ptr<AllocatorBackend> backend, bool caching = true);
   // Returns every fully free segment to the backend; blocks still handed out are leaked.
   ~CachingAllocator();
   CachingAllocator(const CachingAllocator&) = delete;
@@ -132,6 +140,8 @@ class CachingAllocator {
   void set_memory_cap(std::size_t bytes);
   std::size_t memory_cap() const;
   std::string name() const;
+  // False when every request goes to the backend (constructed with caching = false).
+  bool caching() const { return caching_; }
 
   // The size a request is rounded to, and the segment the backend is first asked for when no
   // cached block fits it.
@@ -156,6 +166,8 @@ class CachingAllocator {
   void process_events();
   void release_cached();
   Block* find_live(const void* ptr) const;
+  void* allocate_uncached(std::size_t nbytes, Stream stream);
+  void free_uncached(Block* block);
 
   mutable std::mutex mutex_;
   std::unique_ptr<AllocatorBackend> backend_;
@@ -166,10 +178,17 @@ class CachingAllocator {
   std::vector<PendingFree> pending_;
   AllocatorStats stats_;
   std::size_t cap_ = 0;
+  const bool caching_ = true;
 };
 
+// The environment switch of the device allocators: true when PLAYBOOK_NO_CUDA_MEMORY_CACHING is
+// set to anything but "" or "0" (read at each call; allocator(Device) reads it once per device,
+// when the device's allocator is created).
+bool cuda_memory_caching_disabled_by_env();
+
 // The caching allocator of CUDA device `device` (cudaMalloc/cudaFree, CUDA events), created on
-// first use and never destroyed. Throws ValueError for a CPU device or one that is not visible,
+// first use and never destroyed; without caching when cuda_memory_caching_disabled_by_env() (a
+// one-line note on stderr says so). Throws ValueError for a CPU device or one that is not visible,
 // NotImplementedError in a CPU-only build.
 CachingAllocator& allocator(Device device);
 

@@ -539,6 +539,119 @@ TEST(CachingAllocator, OwnsExactlyTheLiveBlocks) {
   EXPECT_FALSE(f.alloc->owns(p));
 }
 
+// ---- caching off (PLAYBOOK_NO_CUDA_MEMORY_CACHING=1, for compute-sanitizer) ---------------------
+
+struct NoCacheFixture {
+  std::shared_ptr<FakeState> state = std::make_shared<FakeState>();
+  std::unique_ptr<CachingAllocator> alloc =
+      std::make_unique<CachingAllocator>(std::make_unique<FakeBackend>(state), false);
+};
+
+TEST(CachingAllocatorNoCaching, EveryRequestIsItsOwnExactBackendAllocation) {
+  NoCacheFixture f;
+  EXPECT_FALSE(f.alloc->caching());
+  EXPECT_TRUE(Fixture{}.alloc->caching());
+  void* a = f.alloc->allocate(100, kStreamA);
+  void* b = f.alloc->allocate(3 * MiB + 1, kStreamA);
+  // Exactly the requested bytes: no 512 B rounding, no 2/20 MiB segments.
+  EXPECT_EQ(f.state->allocated_sizes, (std::vector<std::size_t>{100, 3 * MiB + 1}));
+  AllocatorStats s = f.alloc->stats();
+  EXPECT_EQ(s.allocated_bytes, 100 + 3 * MiB + 1);
+  EXPECT_EQ(s.requested_bytes, 100 + 3 * MiB + 1);
+  EXPECT_EQ(s.reserved_bytes, 100 + 3 * MiB + 1);
+  EXPECT_EQ(s.segments, 2u);
+  EXPECT_EQ(s.active_blocks, 2u);
+  EXPECT_EQ(s.allocations, 2u);
+  EXPECT_EQ(s.backend_allocs, 2u);
+  EXPECT_TRUE(f.alloc->owns(static_cast<char*>(a) + 99));
+  // The fake backend's segments touch: b starts right after a's 100 bytes.
+  EXPECT_EQ(addr(b), addr(a) + 100);
+  // free() goes straight to the backend; nothing is kept.
+  f.alloc->free(a);
+  EXPECT_EQ(f.state->free_calls, 1);
+  EXPECT_EQ(f.state->live.count(addr(a)), 0u);
+  EXPECT_FALSE(f.alloc->owns(a));
+  void* c = f.alloc->allocate(100, kStreamA);  // same size again: the backend again
+  EXPECT_EQ(f.state->allocate_calls, 3);
+  f.alloc->free(b);
+  f.alloc->free(c);
+  s = f.alloc->stats();
+  EXPECT_EQ(f.state->free_calls, 3);
+  EXPECT_EQ(f.state->live_bytes, 0u);
+  EXPECT_EQ(s.cache_hits, 0u);
+  EXPECT_EQ(s.backend_frees, 3u);
+  EXPECT_EQ(s.allocated_bytes, 0u);
+  EXPECT_EQ(s.requested_bytes, 0u);
+  EXPECT_EQ(s.reserved_bytes, 0u);
+  EXPECT_EQ(s.segments, 0u);
+  EXPECT_EQ(s.active_blocks, 0u);
+  EXPECT_EQ(s.peak_allocated_bytes, 100 + 3 * MiB + 1);
+  // Nothing cached: empty_cache has nothing to return.
+  f.alloc->empty_cache();
+  EXPECT_EQ(f.state->free_calls, 3);
+}
+
+TEST(CachingAllocatorNoCaching, WaitsForOtherStreamsBeforeTheBackendFree) {
+  NoCacheFixture f;
+  void* p = f.alloc->allocate(4000, kStreamA);
+  f.alloc->record_stream(p, kStreamB);
+  f.alloc->record_stream(p, kStreamA);  // its own stream: nothing to wait for
+  f.alloc->free(p);
+  EXPECT_EQ(f.state->events_on(kStreamB), 1);
+  EXPECT_EQ(f.state->events_on(kStreamA), 0);
+  EXPECT_EQ(f.state->synchronize_calls, 1);  // waited, then freed
+  EXPECT_EQ(f.state->free_calls, 1);
+  EXPECT_EQ(f.alloc->stats().pending_free_blocks, 0u);
+  // The next block of the same address starts with no stream uses.
+  void* q = f.alloc->allocate(4000, kStreamA);
+  f.alloc->free(q);
+  EXPECT_EQ(f.state->synchronize_calls, 1);
+}
+
+TEST(CachingAllocatorNoCaching, CapAndBackendFailuresAreOutOfMemory) {
+  NoCacheFixture f;
+  f.alloc->set_memory_cap(MiB);
+  void* p = f.alloc->allocate(MiB / 2, kStreamA);
+  try {
+    f.alloc->allocate(MiB / 2 + 1, kStreamA);
+    ADD_FAILURE() << "no OutOfMemoryError";
+  } catch (const OutOfMemoryError& e) {
+    EXPECT_EQ(e.requested(), MiB / 2 + 1);
+    EXPECT_EQ(e.reserved(), MiB / 2);
+    EXPECT_EQ(e.cap(), MiB);
+  }
+  EXPECT_EQ(f.state->allocate_calls, 1);  // the cap refused it before the backend was asked
+  f.alloc->set_memory_cap(0);
+  f.state->capacity = MiB;
+  EXPECT_THROW(f.alloc->allocate(MiB, kStreamA), OutOfMemoryError);  // the backend said no
+  EXPECT_EQ(f.state->failed_allocates, 1);
+  EXPECT_THROW(f.alloc->allocate(SIZE_MAX - 5, kStreamA), OutOfMemoryError);
+  EXPECT_EQ(f.alloc->stats().ooms, 3u);
+  EXPECT_THROW(f.alloc->free(static_cast<char*>(p) + 1), ValueError);
+  f.alloc->free(p);
+  EXPECT_THROW(f.alloc->free(p), ValueError);
+  EXPECT_EQ(f.state->live_bytes, 0u);
+}
+
+TEST(CachingAllocatorNoCaching, EnvironmentSwitch) {
+  const char* name = "PLAYBOOK_NO_CUDA_MEMORY_CACHING";
+  const char* old = std::getenv(name);
+  const std::string saved = old ? old : "";
+  ASSERT_EQ(::unsetenv(name), 0);
+  EXPECT_FALSE(cuda_memory_caching_disabled_by_env());
+  ASSERT_EQ(::setenv(name, "1", 1), 0);
+  EXPECT_TRUE(cuda_memory_caching_disabled_by_env());
+  ASSERT_EQ(::setenv(name, "0", 1), 0);
+  EXPECT_FALSE(cuda_memory_caching_disabled_by_env());
+  ASSERT_EQ(::setenv(name, "", 1), 0);
+  EXPECT_FALSE(cuda_memory_caching_disabled_by_env());
+  if (old) {
+    ::setenv(name, saved.c_str(), 1);
+  } else {
+    ::unsetenv(name);
+  }
+}
+
 // ---- threads ----------------------------------------------------------------------------------
 
 // Threads allocate and free real memory on their own streams (and one shared stream), fill each
