@@ -1,25 +1,32 @@
 // The `playbook` executable: one subcommand per job. Every error a user can cause ends in a
-// one-line message and a non-zero exit code, never a crash.
+// one-line message and a non-zero exit code, never a crash. Exit codes of `playbook train`, which
+// the study workers read: 0 completed; 1 any other error; 2 a usage or configuration error
+// (nothing was created); 3 the loss diverged (summary.json says at which step); 4 out of device
+// memory.
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
 #include <exception>
 #include <iostream>
 
-#include "cli/demo_mlp.h"
-#include "kernels/gemm.h"
-#include "models/zoo.h"
+#include "cli/study.h"
 #include "runtime/config/config.h"
 #include "runtime/core/device.h"
 #include "runtime/core/error.h"
+#include "runtime/device/cpu.h"
+#include "runtime/device/errors.h"
 #include "runtime/ops/op_table.h"
-#include "runtime/train/trainer.h"
+#include "train/config.h"
+#include "train/trainer.h"
 
 namespace {
 
+constexpr int kExitConfigError = 2;  // CLI11 usage errors exit with 2 too (nothing was created)
+constexpr int kExitOutOfMemory = 4;
+
 int run_info() {
   fmt::print("playbook {}\n", PLAYBOOK_VERSION);
-  fmt::print("CPU BLAS: {}\n", pb::kernels::cpu_blas_info());
+  fmt::print("CPU BLAS: {}\n", pb::device::cpu_blas_info());
 #ifdef PB_WITH_CUDA
   fmt::print("CUDA backend: built in, {} device(s) visible\n", pb::cuda_device_count());
 #else
@@ -42,33 +49,6 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   app.add_subcommand("info", "Devices, build options and the op table");
-
-  pb::cli::MlpDemoOptions demo;
-  CLI::App* demo_cmd = app.add_subcommand(
-      "demo-mlp", "Train an MLP on Fashion-MNIST with plain SGD (CPU) and report test accuracy");
-  demo_cmd->add_option("--data", demo.data_dir, "Directory with the Fashion-MNIST IDX files")
-      ->capture_default_str();
-  demo_cmd->add_option("--steps", demo.steps, "Training steps")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  demo_cmd->add_option("--batch-size", demo.batch_size, "Examples per step")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  demo_cmd->add_option("--lr", demo.learning_rate, "SGD learning rate")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  demo_cmd->add_option("--seed", demo.seed, "Model initialisation seed (data order: seed+1)")
-      ->capture_default_str();
-  demo_cmd->add_option("--hidden", demo.hidden, "Hidden layer widths")
-      ->delimiter(',')
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  demo_cmd->add_option("--eval-every", demo.eval_every, "Validation every K steps")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  demo_cmd->add_option("--log-every", demo.log_every, "Progress line every K steps")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
 
   std::string config_file, out_dir, device, resume_dir;
   std::vector<std::string> overrides;
@@ -100,21 +80,20 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--data", data_dir, "Dataset directory (default: the one the run used)");
   eval_cmd->add_option("--device", eval_device, "auto, cpu, cuda or cuda:N")->capture_default_str();
 
+  pb::cli::StudyCommands study_commands(app);
   CLI11_PARSE(app, argc, argv);
+  if (const auto rc = study_commands.run()) return *rc;
   try {
     if (app.got_subcommand("info")) return run_info();
-    if (app.got_subcommand("demo-mlp")) return pb::cli::run_mlp_demo(demo);
     if (app.got_subcommand("train")) {
-      const pb::train::ModelBuilder zoo = pb::models::model_zoo();
-      const pb::config::Config config =
-          pb::config::load(config_file, pb::train::train_schema(zoo), overrides);
+      const pb::config::Config config = pb::train::resolve(config_file, overrides);
       pb::train::TrainOptions options;
       options.out_dir = out_dir.empty() ? std::filesystem::path("runs") /
                                               std::filesystem::path(config_file).stem()
                                         : std::filesystem::path(out_dir);
       options.resume = resume;
       options.device_override = device;
-      const pb::train::RunSummary s = pb::train::train(config, config_file, options, zoo);
+      const pb::train::RunSummary s = pb::train::train(config, config_file, options);
       if (s.status == "diverged") {
         fmt::print("run diverged at step {}; see {}/summary.json\n", s.steps,
                    options.out_dir.string());
@@ -131,12 +110,17 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (app.got_subcommand("eval")) {
-      const auto r = pb::train::evaluate_checkpoint(checkpoint_file, split, data_dir, eval_device,
-                                                    pb::models::model_zoo());
+      const auto r = pb::train::evaluate_checkpoint(checkpoint_file, split, data_dir, eval_device);
       fmt::print("{} on {} examples: loss {:.4f}, error {:.2f}%, accuracy {:.2f}%\n", split,
                  r.examples, r.loss, 100 * r.error, 100 * (1 - r.error));
       return 0;
     }
+  } catch (const pb::config::ConfigError& e) {
+    fmt::print(stderr, "playbook: error: {}\n", e.what());
+    return kExitConfigError;
+  } catch (const pb::OutOfMemoryError& e) {
+    fmt::print(stderr, "playbook: error: out of memory: {}\n", e.what());
+    return kExitOutOfMemory;
   } catch (const std::exception& e) {
     fmt::print(stderr, "playbook: error: {}\n", e.what());
     return 1;

@@ -4,7 +4,6 @@
 #include "models/resnet.h"
 
 namespace pb::models {
-namespace {
 
 void add_model_keys(config::Schema& s) {
   s.add_string("model.name", "resnet", "network: mlp or resnet").one_of({"mlp", "resnet"});
@@ -34,8 +33,8 @@ void add_model_keys(config::Schema& s) {
       .less_than(1);
 }
 
-std::shared_ptr<nn::Module> build(const config::Config& c, const train::DataShape& data,
-                                  Generator& gen) {
+std::shared_ptr<nn::Module> build_model(const config::Config& c, const DataShape& data,
+                                        Generator& gen) {
   const std::string norm = c.get<std::string>("model.norm");
   if (c.get<std::string>("model.name") == "mlp") {
     MlpConfig m;
@@ -64,12 +63,6 @@ std::shared_ptr<nn::Module> build(const config::Config& c, const train::DataShap
   r.norm.momentum = c.get<double>("model.bn_momentum");
   r.norm.zero_init_residual = c.get<bool>("model.zero_init_residual");
   return std::make_shared<ResNet>(r, gen);
-}
-
-}  // namespace
-
-train::ModelBuilder model_zoo() {
-  return {add_model_keys, build};
 }
 
 }  // namespace pb::models

@@ -119,3 +119,13 @@ void backward(const Tensor& root, const Tensor& seed) {
 }
 
 }  // namespace pb::autograd
+
+namespace pb {
+
+// Tensor's autograd entry point lives with the tape (runtime/core declares it, the layer above
+// defines it, so the core library does not link upward).
+void Tensor::backward() const {
+  autograd::backward(*this);
+}
+
+}  // namespace pb

@@ -164,7 +164,13 @@ std::optional<std::size_t> closest(std::string_view word,
   std::optional<std::size_t> best;
   std::size_t best_distance = threshold + 1;
   for (std::size_t i = 0; i < candidates.size(); ++i) {
-    const std::size_t dist = edit_distance(w, lower(candidates[i]));
+    const std::string c = lower(candidates[i]);
+    std::size_t dist = edit_distance(w, c);
+    // A long shared beginning is a near miss too: "boundary" for "boundaries", "learning" for
+    // "learning_rate".
+    std::size_t common = 0;
+    while (common < w.size() && common < c.size() && w[common] == c[common]) ++common;
+    if (common >= 5 && common + 2 >= w.size()) dist = std::min(dist, threshold);
     if (dist < best_distance) {
       best_distance = dist;
       best = i;
@@ -193,11 +199,41 @@ std::string did_you_mean_hint(std::string_view word, const std::vector<std::stri
 // ---- KeySpec and Schema -------------------------------------------------------------------------
 
 std::string_view KeySpec::section() const {
-  return std::string_view(key).substr(0, key.find('.'));
+  const std::size_t dot = key.find('.');
+  return dot == std::string::npos ? std::string_view() : std::string_view(key).substr(0, dot);
 }
 
 std::string_view KeySpec::name() const {
-  return std::string_view(key).substr(key.find('.') + 1);
+  const std::size_t dot = key.find('.');
+  return dot == std::string::npos ? std::string_view(key) : std::string_view(key).substr(dot + 1);
+}
+
+KeySpec& KeySpec::alias(std::string name) {
+  aliases.push_back(std::move(name));
+  return *this;
+}
+
+bool KeySpec::matches(std::string_view full) const {
+  if (full == key) return true;
+  for (const std::string& a : aliases) {
+    if (a.find('.') != std::string::npos ? full == a
+        : section().empty()
+            ? full == a
+            : full.size() == section().size() + 1 + a.size() && full.starts_with(section()) &&
+                  full[section().size()] == '.' && full.ends_with(a)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+KeySpec make_key(std::string name, Type type, std::optional<Value> default_value, std::string doc) {
+  KeySpec spec;
+  spec.key = std::move(name);
+  spec.type = type;
+  spec.default_value = std::move(default_value);
+  spec.doc = std::move(doc);
+  return spec;
 }
 
 namespace {
@@ -331,7 +367,125 @@ const KeySpec* Schema::find(std::string_view key) const {
   for (const KeySpec& spec : keys_) {
     if (spec.key == key) return &spec;
   }
+  for (const KeySpec& spec : keys_) {
+    if (spec.matches(key)) return &spec;
+  }
   return nullptr;
+}
+
+KeySpec& Schema::add_in(std::string_view section, const KeySpec& spec) {
+  if (spec.key.find('.') != std::string::npos) {
+    fail<ConfigError>("schema: '{}' is already a full key; add_in takes bare names", spec.key);
+  }
+  KeySpec& added =
+      add(fmt::format("{}.{}", section, spec.key), spec.type, spec.default_value, spec.doc);
+  const std::string key = added.key;
+  added = spec;
+  added.key = key;
+  return added;
+}
+
+KeySpec& Schema::add_choice(std::string key, std::string default_value, std::string doc,
+                            std::vector<Choice> choices) {
+  std::vector<std::string> values;
+  for (const Choice& c : choices) values.push_back(c.value);
+  KeySpec& selector = add_string(key, std::move(default_value), std::move(doc));
+  selector.one_of(values);
+  ChoiceSet set{key, std::move(choices)};
+  for (Choice& c : set.choices) {
+    for (KeySpec& spec : c.keys) {
+      if (spec.key.find('.') != std::string::npos) {
+        fail<ConfigError>("schema: choice '{}' of {}: key '{}' must be a bare name", c.value, key,
+                          spec.key);
+      }
+      spec.key = fmt::format("{}.{}", selector.section(), spec.key);
+      if (find(spec.key)) {
+        fail<ConfigError>("schema: choice '{}' of {} redeclares {}", c.value, key, spec.key);
+      }
+    }
+  }
+  choices_.push_back(std::move(set));
+  return selector;
+}
+
+const Schema::ChoiceSet* Schema::choice_set(std::string_view selector) const {
+  for (const ChoiceSet& set : choices_) {
+    if (set.selector == selector) return &set;
+  }
+  return nullptr;
+}
+
+Schema Schema::resolve_choices(const std::map<std::string, std::string>& chosen) const {
+  Schema out;
+  for (const KeySpec& spec : keys_) {
+    out.keys_.push_back(spec);
+    const ChoiceSet* set = choice_set(spec.key);
+    if (!set) continue;
+    const auto it = chosen.find(spec.key);
+    const std::string value =
+        it != chosen.end() ? it->second : std::get<std::string>(*spec.default_value);
+    const auto c = std::find_if(set->choices.begin(), set->choices.end(),
+                                [&](const Choice& ch) { return ch.value == value; });
+    if (c == set->choices.end()) {
+      check_value(spec, Value(value), spec.key);  // throws naming the allowed values
+      fail<ConfigError>("{}: '{}' is not a choice", spec.key, value);
+    }
+    for (const KeySpec& k : c->keys) out.keys_.push_back(k);
+  }
+  return out;
+}
+
+const KeySpec* Schema::find_any(std::string_view key) const {
+  if (const KeySpec* spec = find(key)) return spec;
+  for (const ChoiceSet& set : choices_) {
+    for (const Choice& c : set.choices) {
+      for (const KeySpec& spec : c.keys) {
+        if (spec.matches(key)) return &spec;
+      }
+    }
+  }
+  return nullptr;
+}
+
+std::string Schema::not_applicable(std::string_view key,
+                                   const std::map<std::string, std::string>& chosen) const {
+  for (const ChoiceSet& set : choices_) {
+    bool declared = false;
+    for (const Choice& c : set.choices) {
+      for (const KeySpec& spec : c.keys) declared = declared || spec.matches(key);
+    }
+    if (!declared) continue;
+    const KeySpec* selector = find(set.selector);
+    const auto it = chosen.find(set.selector);
+    const std::string value =
+        it != chosen.end() ? it->second : std::get<std::string>(*selector->default_value);
+    for (const Choice& c : set.choices) {
+      if (c.value != value) continue;
+      std::vector<std::string> names;
+      for (const KeySpec& spec : c.keys) names.emplace_back(spec.name());
+      std::string full(key);
+      if (const KeySpec* any = find_any(key)) full = any->key;
+      return fmt::format("{} does not apply to {} '{}' (it takes: {})", full, selector->section(),
+                         value, fmt::join(names, ", "));
+    }
+  }
+  return {};
+}
+
+std::vector<std::string> Schema::choices_declaring(std::string_view selector,
+                                                   std::string_view key) const {
+  std::vector<std::string> out;
+  if (const ChoiceSet* set = choice_set(selector)) {
+    for (const Choice& c : set->choices) {
+      for (const KeySpec& spec : c.keys) {
+        if (spec.matches(key)) {
+          out.push_back(c.value);
+          break;
+        }
+      }
+    }
+  }
+  return out;
 }
 
 std::vector<std::string> Schema::sections() const {
@@ -357,21 +511,23 @@ void check_number(const KeySpec& spec, double v, std::string_view what, std::str
   }
 }
 
-std::string quote_list(const std::vector<std::string>& values) {
+void check_allowed(const KeySpec& spec, const std::string& v, std::string_view what,
+                   std::string_view source) {
+  if (spec.allowed.empty()) return;
+  if (std::find(spec.allowed.begin(), spec.allowed.end(), v) != spec.allowed.end()) return;
+  fail<ConfigError>("{}: {} must be one of {}, got '{}'{}", source, what, quoted_list(spec.allowed),
+                    v, did_you_mean_hint(v, spec.allowed));
+}
+
+}  // namespace
+
+std::string quoted_list(const std::vector<std::string>& values) {
   std::string out;
   for (std::size_t i = 0; i < values.size(); ++i) {
     if (i) out += ", ";
     out += "'" + values[i] + "'";
   }
   return out;
-}
-
-void check_allowed(const KeySpec& spec, const std::string& v, std::string_view what,
-                   std::string_view source) {
-  if (spec.allowed.empty()) return;
-  if (std::find(spec.allowed.begin(), spec.allowed.end(), v) != spec.allowed.end()) return;
-  fail<ConfigError>("{}: {} must be one of {}, got '{}'{}", source, what, quote_list(spec.allowed),
-                    v, did_you_mean_hint(v, spec.allowed));
 }
 
 // Range and allowed-value checks of a value whose type already matches the spec.
@@ -397,12 +553,75 @@ void check_value(const KeySpec& spec, const Value& value, std::string_view sourc
   }
 }
 
-}  // namespace
+std::map<std::string, double> resolve_numbers(std::string_view what,
+                                              const std::vector<KeySpec>& specs,
+                                              const std::map<std::string, double>& given) {
+  std::vector<std::string> known;
+  for (const KeySpec& s : specs) known.push_back(s.key);
+  std::map<std::string, double> out;
+  std::map<std::string, std::string> spelled;  // canonical name -> how it was given
+  for (const auto& [name, v] : given) {
+    const auto spec =
+        std::find_if(specs.begin(), specs.end(), [&](const KeySpec& s) { return s.matches(name); });
+    if (spec == specs.end()) {
+      fail<ConfigError>("{}: unknown hyperparameter '{}'{}; it takes {}", what, name,
+                        did_you_mean_hint(name, known), quoted_list(known));
+    }
+    if (const auto [it, fresh] = spelled.emplace(spec->key, name); !fresh) {
+      fail<ConfigError>("{}: '{}' is given twice (as '{}' and '{}')", what, spec->key, it->second,
+                        name);
+    }
+    const std::string shown = format_double(v);
+    switch (spec->type) {
+      case Type::Bool:
+        if (v != 0.0 && v != 1.0) {
+          fail<ConfigError>("{}: {} must be a bool (0 or 1), got {}", what, spec->key, shown);
+        }
+        break;
+      case Type::Int:
+        if (!std::isfinite(v) || v != std::floor(v)) {
+          fail<ConfigError>("{}: {} must be a whole number, got {}", what, spec->key, shown);
+        }
+        check_value(*spec, Value(static_cast<int64_t>(v)), what);
+        break;
+      case Type::Float:
+        if (!std::isfinite(v)) {
+          fail<ConfigError>("{}: {} must be a finite number, got {}", what, spec->key, shown);
+        }
+        check_value(*spec, Value(v), what);
+        break;
+      default:
+        fail<ConfigError>("{}: {} is {}, not a number", what, spec->key, type_name(spec->type));
+    }
+    out[spec->key] = v;
+  }
+  for (const KeySpec& s : specs) {
+    if (out.count(s.key)) continue;
+    if (!s.default_value) {
+      fail<ConfigError>("{}: missing required hyperparameter '{}' ({})", what, s.key, s.doc);
+    }
+    const Value& d = *s.default_value;
+    if (const auto* b = std::get_if<bool>(&d)) {
+      out[s.key] = *b ? 1.0 : 0.0;
+    } else if (const auto* i = std::get_if<int64_t>(&d)) {
+      out[s.key] = static_cast<double>(*i);
+    } else if (const auto* f = std::get_if<double>(&d)) {
+      out[s.key] = *f;
+    }
+  }
+  return out;
+}
 
 void Schema::check() const {
-  for (const KeySpec& spec : keys_) {
+  auto check_default = [](const KeySpec& spec) {
     if (spec.default_value) {
       check_value(spec, *spec.default_value, fmt::format("schema: default of {}", spec.key));
+    }
+  };
+  for (const KeySpec& spec : keys_) check_default(spec);
+  for (const ChoiceSet& set : choices_) {
+    for (const Choice& c : set.choices) {
+      for (const KeySpec& spec : c.keys) check_default(spec);
     }
   }
 }
@@ -496,6 +715,30 @@ std::vector<std::string> Config::section_keys(std::string_view section) const {
   std::vector<std::string> out;
   for (const KeySpec& spec : schema_.keys()) {
     if (spec.section() == section) out.push_back(spec.key);
+  }
+  return out;
+}
+
+void Config::set_derived(std::string_view key, Value value) {
+  const std::size_t i = index(key);
+  const KeySpec& spec = schema_.keys()[i];
+  if (value.index() != values_[i].index()) {
+    fail<ConfigError>("config: derived value of {} has the wrong type", spec.key);
+  }
+  check_value(spec, value, "derived value");
+  values_[i] = std::move(value);
+  sources_[i] = Source::Derived;
+}
+
+std::map<std::string, double> Config::section_numbers(std::string_view section) const {
+  std::map<std::string, double> out;
+  const auto& keys = schema_.keys();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].section() != section) continue;
+    const std::string name(keys[i].name());
+    if (const auto* b = std::get_if<bool>(&values_[i])) out[name] = *b ? 1.0 : 0.0;
+    if (const auto* n = std::get_if<int64_t>(&values_[i])) out[name] = static_cast<double>(*n);
+    if (const auto* d = std::get_if<double>(&values_[i])) out[name] = *d;
   }
   return out;
 }
@@ -742,9 +985,53 @@ Value override_value(const KeySpec& spec, const std::string& text, std::string_v
 
 }  // namespace
 
-Config parse(std::string_view text, std::string_view source_name, const Schema& schema,
+namespace {
+
+// The value of every choice selector ("optimizer.name"): the last --set, else the file, else the
+// default. Each is checked against its allowed values here, naming where it came from.
+std::map<std::string, std::string> chosen_values(const Schema& schema, const toml::table& root,
+                                                 std::string_view source_name,
+                                                 const std::vector<std::string>& overrides) {
+  std::map<std::string, std::string> chosen;
+  for (const KeySpec& spec : schema.keys()) {
+    if (!schema.is_selector(spec.key)) continue;
+    std::optional<std::string> value;
+    if (const toml::table* section = root[std::string(spec.section())].as_table()) {
+      for (auto&& [k, v] : *section) {
+        const std::string key = fmt::format("{}.{}", spec.section(), k.str());
+        if (spec.matches(key) && v.is_string()) {
+          value = v.as_string()->get();
+          check_value(spec, Value(*value), source_name);
+        }
+      }
+    }
+    for (const std::string& item : overrides) {
+      const std::size_t eq = item.find('=');
+      if (eq == std::string::npos || !spec.matches(trim(std::string_view(item).substr(0, eq)))) {
+        continue;
+      }
+      const Value v =
+          override_value(spec, trim(std::string_view(item).substr(eq + 1)), "--set " + item);
+      value = std::get<std::string>(v);
+    }
+    if (value) chosen[spec.key] = *value;
+  }
+  return chosen;
+}
+
+[[noreturn]] void fail_unknown_key(std::string_view source, const std::string& key,
+                                   const Schema& declared, const Schema& resolved,
+                                   const std::map<std::string, std::string>& chosen) {
+  const std::string mismatch = declared.not_applicable(key, chosen);
+  if (!mismatch.empty()) fail<ConfigError>("{}: {}", source, mismatch);
+  fail<ConfigError>("{}: unknown key '{}'{}", source, key, key_hint(key, resolved));
+}
+
+}  // namespace
+
+Config parse(std::string_view text, std::string_view source_name, const Schema& declared,
              const std::vector<std::string>& overrides) {
-  schema.check();
+  declared.check();
   toml::table root;
   try {
     root = toml::parse(text, source_name);
@@ -752,10 +1039,15 @@ Config parse(std::string_view text, std::string_view source_name, const Schema& 
     fail<ConfigError>("{}:{}:{}: {}", source_name, e.source().begin.line, e.source().begin.column,
                       e.description());
   }
+  const std::map<std::string, std::string> chosen =
+      declared.has_choices() ? chosen_values(declared, root, source_name, overrides)
+                             : std::map<std::string, std::string>{};
+  const Schema schema = declared.has_choices() ? declared.resolve_choices(chosen) : declared;
 
   const auto& specs = schema.keys();
   std::vector<std::optional<Value>> values(specs.size());
   std::vector<Source> sources(specs.size(), Source::Default);
+  std::vector<std::string> spelled(specs.size());  // how the file wrote each key
   auto slot = [&](const KeySpec* spec) {
     return static_cast<std::size_t>(
         std::find_if(specs.begin(), specs.end(), [&](const KeySpec& s) { return &s == spec; }) -
@@ -780,12 +1072,15 @@ Config parse(std::string_view text, std::string_view source_name, const Schema& 
     for (const auto& [name, value] : in_file_order(*node->as_table())) {
       const std::string key = section + "." + name;
       const KeySpec* spec = schema.find(key);
-      if (!spec) {
-        fail<ConfigError>("{}: unknown key '{}'{}", source_name, key, key_hint(key, schema));
-      }
+      if (!spec) fail_unknown_key(source_name, key, declared, schema, chosen);
       const std::size_t i = slot(spec);
+      if (sources[i] == Source::File) {
+        fail<ConfigError>("{}: {} is given twice (as '{}' and '{}')", source_name, spec->key,
+                          spelled[i], key);
+      }
       values[i] = convert_checked(*spec, *value, source_name);
       sources[i] = Source::File;
+      spelled[i] = key;
     }
   }
 
@@ -806,7 +1101,7 @@ Config parse(std::string_view text, std::string_view source_name, const Schema& 
         fail<ConfigError>("{}: unknown section '{}'{}", source, section,
                           did_you_mean_hint(section, sections));
       }
-      fail<ConfigError>("{}: unknown key '{}'{}", source, key, key_hint(key, schema));
+      fail_unknown_key(source, key, declared, schema, chosen);
     }
     const std::size_t i = slot(spec);
     values[i] = override_value(*spec, trim(std::string_view(item).substr(eq + 1)), source);

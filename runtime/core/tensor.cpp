@@ -4,9 +4,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "runtime/autograd/tape.h"
 #include "runtime/device/memory.h"
-#include "runtime/ops/ops.h"
 
 namespace pb {
 
@@ -115,29 +113,9 @@ void Tensor::set_grad(const Tensor& g) const {
   impl_->grad = g;
 }
 
-void Tensor::backward() const {
-  autograd::backward(*this);
-}
-
 Tensor Tensor::detach() const {
   const TensorImpl& impl = checked();
   return Tensor(make_impl(impl.storage, impl.offset, impl.shape, impl.dtype));
-}
-
-Tensor Tensor::reshape(std::vector<int64_t> dims) const {
-  return ops::reshape(*this, std::move(dims));
-}
-
-Tensor Tensor::flatten(int start_dim) const {
-  const Shape& s = shape();
-  if (start_dim < 0 || start_dim >= std::max(1, s.ndim())) {
-    fail<ShapeError>("flatten: start_dim {} out of range for shape {}", start_dim, s.str());
-  }
-  std::vector<int64_t> dims(s.dims().begin(), s.dims().begin() + start_dim);
-  int64_t rest = 1;
-  for (int i = start_dim; i < s.ndim(); ++i) rest *= s[i];
-  dims.push_back(rest);
-  return reshape(std::move(dims));
 }
 
 Tensor Tensor::to(Device target) const {

@@ -339,5 +339,10 @@ Event& Event::operator=(Event&& other) noexcept {
   return *this;
 }
 
+cudaStream_t launch_stream(Device device) {
+  set_current_device(device);
+  return compute_stream(device);
+}
+
 }  // namespace device
 }  // namespace pb

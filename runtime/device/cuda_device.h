@@ -89,6 +89,10 @@ class DeviceGuard {
 // The device's compute stream and copy stream: non-blocking, created on first use (thread-safe),
 // never destroyed. Both are distinct from each other and from the legacy default stream.
 cudaStream_t compute_stream(Device device);
+// The stream a kernel for `device` launches on: its compute stream, with `device` made current
+// (kernels launch on the current device, and a stream only takes kernels of its own device).
+// The one entry point for every layer that launches kernels (ops, optim).
+cudaStream_t launch_stream(Device device);
 cudaStream_t copy_stream(Device device);
 // Blocks the host until all work queued on `stream` has finished.
 void synchronize_stream(cudaStream_t stream);

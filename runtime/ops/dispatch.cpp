@@ -85,9 +85,7 @@ void check_labels(OpKind op, const Tensor& labels, int64_t N, int64_t K, const T
 }
 
 cudaStream_t stream_for(Device device) {
-  // Kernels launch on the current device, and a stream only takes kernels of its own device.
-  pb::device::set_current_device(device);
-  return pb::device::compute_stream(device);
+  return pb::device::launch_stream(device);
 }
 
 void* reduce_workspace(Device device) {

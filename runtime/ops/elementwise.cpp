@@ -1,5 +1,6 @@
 // Elementwise ops: relu, gelu, add, scale, dropout (and the unrecorded in-place add_).
 #include "kernels/elementwise.h"
+#include <algorithm>
 #include "kernels/dropout.h"
 #include "runtime/autograd/tape.h"
 #include "runtime/ops/dispatch.h"
@@ -226,3 +227,25 @@ Tensor reshape(const Tensor& x, std::vector<int64_t> dims) {
 }
 
 }  // namespace pb::ops
+
+namespace pb {
+
+// Tensor's view methods are ops (they record on the tape), so they are defined in the ops layer:
+// runtime/core declares them and does not link upward.
+Tensor Tensor::reshape(std::vector<int64_t> dims) const {
+  return ops::reshape(*this, std::move(dims));
+}
+
+Tensor Tensor::flatten(int start_dim) const {
+  const Shape& s = shape();
+  if (start_dim < 0 || start_dim >= std::max(1, s.ndim())) {
+    fail<ShapeError>("flatten: start_dim {} out of range for shape {}", start_dim, s.str());
+  }
+  std::vector<int64_t> dims(s.dims().begin(), s.dims().begin() + start_dim);
+  int64_t rest = 1;
+  for (int i = start_dim; i < s.ndim(); ++i) rest *= s[i];
+  dims.push_back(rest);
+  return reshape(std::move(dims));
+}
+
+}  // namespace pb

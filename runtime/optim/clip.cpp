@@ -10,7 +10,7 @@
 #include "kernels/reduce.h"
 #include "runtime/autograd/tape.h"
 #include "runtime/core/error.h"
-#include "runtime/ops/dispatch.h"
+#include "runtime/device/cuda_device.h"
 
 #ifdef PB_WITH_CUDA
 #include "runtime/device/pinned.h"
@@ -18,19 +18,25 @@
 
 namespace pb::optim {
 
-ClipConfig clip_config_from(const std::map<std::string, double>& hyperparameters) {
-  const std::vector<HyperparameterSpec> specs = {
-      {"max_norm", "clipping threshold lambda; 0: measure only", 0.0, false, 0.0,
-       std::numeric_limits<double>::infinity()},
-      {"clip_update", "1: clip the update instead of the gradient", 0.0, false, 0.0, 1.0, false,
-       false, true},
+const std::vector<config::KeySpec>& clip_keys() {
+  static const std::vector<config::KeySpec> keys = {
+      config::make_key("max_norm", config::Type::Float, 0.0,
+                       "clip the global gradient norm to this (0: off; the norm is always logged)")
+          .at_least(0)
+          .alias("clip_norm")
+          .alias("train.clip_norm"),
+      config::make_key("clip_update", config::Type::Bool, false,
+                       "clip the update (the step the optimizer computes) instead of the gradient")
+          .alias("update"),
   };
+  return keys;
+}
+
+ClipConfig clip_config_from(const std::map<std::string, double>& hyperparameters) {
   const std::map<std::string, double> hp =
-      resolve_hyperparameters("clipping", specs, hyperparameters);
-  ClipConfig config;
-  config.max_norm = hp.at("max_norm");
-  config.target = hp.at("clip_update") != 0.0 ? ClipTarget::kUpdate : ClipTarget::kGradient;
-  return config;
+      config::resolve_numbers("clipping", clip_keys(), hyperparameters);
+  return ClipConfig{hp.at("max_norm"),
+                    hp.at("clip_update") != 0.0 ? ClipTarget::kUpdate : ClipTarget::kGradient};
 }
 
 GradientClipper::GradientClipper(ClipConfig config) : config_(config) {
@@ -91,7 +97,7 @@ void GradientClipper::measure(const std::vector<Tensor>& tensors, const Tensor& 
     workspace_ = empty(Shape{(kernels::reduce_cuda_workspace_bytes() + 7) / 8},
                        TensorOptions{}.with_dtype(DType::F64).with_device(device));
   }
-  cudaStream_t stream = ops::detail::stream_for(device);
+  cudaStream_t stream = device::launch_stream(device);
   auto* d_ptrs = static_cast<const float* const*>(norm_list_.raw_data());
   auto* d_sizes = reinterpret_cast<const int64_t*>(static_cast<const char*>(norm_list_.raw_data()) +
                                                    static_cast<std::size_t>(count) * 8);
@@ -128,7 +134,7 @@ void GradientClipper::coefficient(const Tensor& norm) {
     return;
   }
 #ifdef PB_WITH_CUDA
-  kernels::clip_coefficient_cuda(ops::detail::stream_for(device), norm.data<float>(),
+  kernels::clip_coefficient_cuda(device::launch_stream(device), norm.data<float>(),
                                  static_cast<float>(config_.max_norm), scale_.data<float>(),
                                  clipped);
 #endif
@@ -147,20 +153,20 @@ std::vector<Tensor> defined_grads(const Optimizer& optimizer) {
 
 }  // namespace
 
-void GradientClipper::step(Optimizer& optimizer) {
+void GradientClipper::step(Optimizer& optimizer, double lr) {
   autograd::NoGradGuard no_grad;
   ensure_scalars(optimizer.device(), optimizer.dtype());
   measure(defined_grads(optimizer), grad_norm_);
   if (config_.target == ClipTarget::kGradient || config_.max_norm == 0.0) {
     coefficient(grad_norm_);
-    optimizer.step(scale_);  // the fused update multiplies each gradient by the factor
+    optimizer.step(lr, scale_);  // the fused update multiplies each gradient by the factor
   } else {
     const std::vector<NamedTensor>& params = optimizer.parameters();
     if (updates_.size() != params.size()) {
       updates_.clear();
       for (const auto& [name, p] : params) updates_.push_back(empty_like(p));
     }
-    optimizer.compute_updates(updates_);
+    optimizer.compute_updates(updates_, lr);
     std::vector<Tensor> computed;
     for (std::size_t i = 0; i < params.size(); ++i) {
       if (params[i].second.grad().defined()) computed.push_back(updates_[i]);
@@ -201,7 +207,7 @@ void GradientClipper::clip_gradients(const std::vector<Tensor>& grads) {
   } else {
 #ifdef PB_WITH_CUDA
     const auto pairs = pairs_of.template operator()<float>();
-    kernels::scale_tensors_cuda(ops::detail::stream_for(device), static_cast<int64_t>(pairs.size()),
+    kernels::scale_tensors_cuda(device::launch_stream(device), static_cast<int64_t>(pairs.size()),
                                 pairs.data(), scale_.data<float>());
 #endif
   }
@@ -240,7 +246,7 @@ void GradientClipper::load_state_dict(const std::vector<NamedTensor>& state) {
     if (!name.starts_with("clip.")) continue;
     if (name != "clip.steps" && name != "clip.clipped_steps") {
       fail("clipping: load_state_dict: unexpected entry '{}'{}", name,
-           did_you_mean(name, {"clip.steps", "clip.clipped_steps"}));
+           config::did_you_mean_hint(name, {"clip.steps", "clip.clipped_steps"}));
     }
     if (t.numel() != 1 || t.dtype() != DType::F64) {
       fail("clipping: load_state_dict: '{}' must be one float64 element", name);

@@ -18,7 +18,7 @@
 // memory; read_grad_norm() and read_stats() synchronise and are meant for log steps.
 //
 //   GradientClipper clipper(ClipConfig{.max_norm = 1.0});
-//   ... loss.backward(); clipper.step(*optimizer); ...
+//   ... loss.backward(); clipper.step(*optimizer, schedule(step)); ...
 //   if (log_step) metrics["grad_norm"] = clipper.read_grad_norm();
 //
 // max_norm = 0 turns clipping off but keeps measuring the norm, so the threshold can be chosen
@@ -38,12 +38,14 @@ namespace pb::optim {
 enum class ClipTarget { kGradient, kUpdate };
 
 struct ClipConfig {
-  double max_norm = 0.0;  // lambda; 0: no clipping, the norm is still measured
-  ClipTarget target = ClipTarget::kGradient;
+  double max_norm;    // lambda; 0: no clipping, the norm is still measured
+  ClipTarget target;  // what is clipped
 };
 
-// From a hyperparameter map: max_norm (>= 0, default 0) and clip_update (0 or 1, default 0:
-// clip the gradient; 1: clip the update).
+// The clipping keys (the training config's [clip] section): max_norm (>= 0, default 0: off) and
+// clip_update (bool, default false: clip the gradient; true: clip the update).
+const std::vector<config::KeySpec>& clip_keys();
+// From a hyperparameter map over clip_keys() (bools as 0 / 1), checked against them.
 ClipConfig clip_config_from(const std::map<std::string, double>& hyperparameters);
 
 struct ClipStats {
@@ -54,13 +56,14 @@ struct ClipStats {
 
 class GradientClipper {
  public:
-  explicit GradientClipper(ClipConfig config = {});
+  explicit GradientClipper(ClipConfig config = {0.0, ClipTarget::kGradient});
 
   const ClipConfig& config() const { return config_; }
 
-  // One optimizer step with measuring and clipping as configured (see the top of this file).
-  // The gradients themselves are left unscaled.
-  void step(Optimizer& optimizer);
+  // One optimizer step with learning rate `lr`, measuring and clipping as configured (see the top
+  // of this file): the clip factor and `lr` are arguments of the optimizer's fused update. The
+  // gradients themselves are left unscaled.
+  void step(Optimizer& optimizer, double lr);
 
   // Measures the global norm of the defined tensors of `grads` and, when it exceeds max_norm,
   // rescales each in place by max_norm / norm (one norm reduction, one one-thread kernel, one

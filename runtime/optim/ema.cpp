@@ -14,17 +14,28 @@
 #include "kernels/optim.h"
 #include "runtime/autograd/tape.h"
 #include "runtime/core/error.h"
-#include "runtime/ops/dispatch.h"
+#include "runtime/device/cuda_device.h"
 
 namespace pb::optim {
 
-EmaConfig ema_config_from(const std::map<std::string, double>& hyperparameters) {
-  const std::vector<HyperparameterSpec> specs = {
-      {"decay", "ema <- decay ema + (1 - decay) theta", 0.999, false, 0.0, 1.0, false, true},
-      {"warmup", "1: decay_t = min(decay, (1 + t) / (10 + t))", 0.0, false, 0.0, 1.0, false, false,
-       true},
+const std::vector<config::KeySpec>& ema_keys() {
+  static const std::vector<config::KeySpec> keys = {
+      config::make_key("decay", config::Type::Float, 0.0,
+                       "Polyak/exponential moving average of the weights used for evaluation: "
+                       "ema <- decay ema + (1 - decay) theta (0: off)")
+          .at_least(0)
+          .less_than(1)
+          .alias("train.ema_decay"),
+      config::make_key("warmup", config::Type::Bool, false,
+                       "ramp the decay as min(decay, (1 + t) / (10 + t))")
+          .alias("train.ema_warmup"),
   };
-  const std::map<std::string, double> hp = resolve_hyperparameters("ema", specs, hyperparameters);
+  return keys;
+}
+
+EmaConfig ema_config_from(const std::map<std::string, double>& hyperparameters) {
+  const std::map<std::string, double> hp =
+      config::resolve_numbers("ema", ema_keys(), hyperparameters);
   return EmaConfig{hp.at("decay"), hp.at("warmup") != 0.0};
 }
 
@@ -96,7 +107,7 @@ void ExponentialMovingAverage::for_pairs(Fn&& fn) {
   } else {
 #ifdef PB_WITH_CUDA
     const auto pairs = pairs_of.template operator()<float>();
-    fn(pairs, ops::detail::stream_for(device_));
+    fn(pairs, device::launch_stream(device_));
 #else
     fail<NotImplementedError>("ema: parameters on {} but playbook was built without CUDA",
                               device_.str());
@@ -165,7 +176,8 @@ void ExponentialMovingAverage::load_state_dict(const std::vector<NamedTensor>& s
   }
   for (const auto& [name, t] : by_name) {
     if (std::find(expected.begin(), expected.end(), name) == expected.end()) {
-      fail("ema: load_state_dict: unexpected entry '{}'{}", name, did_you_mean(name, expected));
+      fail("ema: load_state_dict: unexpected entry '{}'{}", name,
+           config::did_you_mean_hint(name, expected));
     }
   }
   const Tensor& count = *by_name.at("ema.num_updates");

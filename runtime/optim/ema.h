@@ -28,18 +28,21 @@
 namespace pb::optim {
 
 struct EmaConfig {
-  double decay = 0.999;  // in [0, 1)
-  bool warmup = false;   // d_t = min(decay, (1 + t) / (10 + t))
+  double decay;  // in [0, 1)
+  bool warmup;   // d_t = min(decay, (1 + t) / (10 + t))
 };
 
-// From a hyperparameter map: decay (default 0.999, [0, 1)), warmup (0 or 1, default 0).
+// The EMA keys (the training config's [ema] section): decay (in [0, 1), default 0: off) and
+// warmup (bool, default false).
+const std::vector<config::KeySpec>& ema_keys();
+// From a hyperparameter map over ema_keys() (bools as 0 / 1), checked against them.
 EmaConfig ema_config_from(const std::map<std::string, double>& hyperparameters);
 
 class ExponentialMovingAverage {
  public:
   // params: the tensors to average (model.named_parameters(); buffers may be added), all on one
   // device with one floating dtype.
-  ExponentialMovingAverage(std::vector<NamedTensor> params, EmaConfig config = {});
+  ExponentialMovingAverage(std::vector<NamedTensor> params, EmaConfig config);
 
   const EmaConfig& config() const { return config_; }
   // The decay the next update uses.

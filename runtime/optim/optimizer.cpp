@@ -12,112 +12,12 @@
 
 #include "runtime/autograd/tape.h"
 #include "runtime/core/error.h"
-#include "runtime/ops/dispatch.h"
+#include "runtime/device/cuda_device.h"
 
 namespace pb::optim {
 
-// ---- hyperparameter maps ------------------------------------------------------------------------
-
-namespace {
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// Edit distance with adjacent transpositions (optimal string alignment).
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  const std::size_t n = a.size(), m = b.size();
-  std::vector<std::vector<std::size_t>> d(n + 1, std::vector<std::size_t>(m + 1, 0));
-  for (std::size_t i = 0; i <= n; ++i) d[i][0] = i;
-  for (std::size_t j = 0; j <= m; ++j) d[0][j] = j;
-  for (std::size_t i = 1; i <= n; ++i) {
-    for (std::size_t j = 1; j <= m; ++j) {
-      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[n][m];
-}
-
-// Spellings from other libraries that mean one of our names.
-const std::map<std::string, std::string>& aliases() {
-  static const std::map<std::string, std::string> table = {
-      {"lr", "learning_rate"},
-      {"eta", "learning_rate"},
-      {"alpha", "learning_rate"},
-      {"eps", "epsilon"},
-      {"wd", "weight_decay"},
-      {"decay", "weight_decay"},
-      {"gamma", "momentum"},
-      {"mu", "momentum"},
-      {"beta_1", "beta1"},
-      {"beta_2", "beta2"},
-      {"b1", "beta1"},
-      {"b2", "beta2"},
-      {"warmup", "warmup_steps"},
-      {"steps", "decay_steps"},
-      {"clip", "max_norm"},
-      {"clip_norm", "max_norm"},
-      {"cosine_decay", "cosine"},
-      {"linear_decay", "linear"},
-      {"rsqrt", "inverse_sqrt"},
-      {"step_decay", "step"},
-      {"adam_w", "adamw"},
-      {"sgd_momentum", "momentum"},
-      {"sgdm", "momentum"},
-      {"nag", "nesterov"},
-      {"rms_prop", "rmsprop"},
-  };
-  return table;
-}
-
-std::string format_number(double v) {
-  if (v >= 1e308) return "inf";
-  if (v <= -1e308) return "-inf";
-  return fmt::format("{}", v);
-}
-
-}  // namespace
-
-std::string did_you_mean(std::string_view name, const std::vector<std::string>& candidates) {
-  const std::string key = lower(name);
-  if (auto it = aliases().find(key); it != aliases().end()) {
-    if (std::find(candidates.begin(), candidates.end(), it->second) != candidates.end()) {
-      return fmt::format(" (did you mean '{}'?)", it->second);
-    }
-  }
-  const std::size_t limit = key.size() <= 4 ? 1 : key.size() <= 8 ? 2 : 3;
-  std::size_t best = limit + 1;
-  std::string best_name;
-  for (const std::string& c : candidates) {
-    const std::string lc = lower(c);
-    std::size_t d = edit_distance(key, lc);
-    // A long shared beginning ("learning" for "learning_rate", "boundary" for "boundaries") is
-    // a near miss too.
-    std::size_t common = 0;
-    while (common < key.size() && common < lc.size() && key[common] == lc[common]) ++common;
-    if (common >= 5 && common + 2 >= key.size()) d = std::min(d, limit);
-    if (d < best) {
-      best = d;
-      best_name = c;
-    }
-  }
-  return best <= limit ? fmt::format(" (did you mean '{}'?)", best_name) : std::string();
-}
-
-std::string quoted_list(const std::vector<std::string>& names) {
-  std::string out;
-  for (const std::string& n : names) {
-    if (!out.empty()) out += ", ";
-    out += "'" + n + "'";
-  }
-  return out;
-}
+// ---- names
+// ----------------------------------------------------------------------------------------
 
 bool glob_match(std::string_view pattern, std::string_view name) {
   std::size_t p = 0, n = 0;
@@ -140,67 +40,40 @@ bool glob_match(std::string_view pattern, std::string_view name) {
   return p == pattern.size();
 }
 
-std::map<std::string, double> resolve_hyperparameters(std::string_view what,
-                                                      const std::vector<HyperparameterSpec>& specs,
-                                                      const std::map<std::string, double>& given) {
-  std::vector<std::string> known;
-  for (const HyperparameterSpec& s : specs) known.push_back(s.name);
-  for (const auto& [name, value] : given) {
-    (void)value;
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
-      fail("{}: unknown hyperparameter '{}'{}; it takes {}", what, name, did_you_mean(name, known),
-           quoted_list(known));
-    }
-  }
-  std::map<std::string, double> out;
-  for (const HyperparameterSpec& s : specs) {
-    const auto it = given.find(s.name);
-    if (it == given.end()) {
-      if (s.required) fail("{}: missing required hyperparameter '{}' ({})", what, s.name, s.doc);
-      out[s.name] = s.default_value;
-      continue;
-    }
-    const double v = it->second;
-    if (!std::isfinite(v)) fail("{}: '{}' = {} is not a finite number", what, s.name, v);
-    if (s.integer && v != std::floor(v)) {
-      fail("{}: '{}' = {} must be a whole number", what, s.name, v);
-    }
-    const bool below = s.min_open ? !(v > s.min) : !(v >= s.min);
-    const bool above = s.max_open ? !(v < s.max) : !(v <= s.max);
-    if (below || above) {
-      fail("{}: '{}' = {} is out of range {}{}, {}{}", what, s.name, v, s.min_open ? "(" : "[",
-           format_number(s.min), format_number(s.max), s.max_open || s.max >= 1e308 ? ")" : "]");
-    }
-    out[s.name] = v;
-  }
-  return out;
-}
-
 // ---- the registry
 // --------------------------------------------------------------------------------
 
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+using config::KeySpec;
+using config::make_key;
+using config::Type;
 
-HyperparameterSpec learning_rate() {
-  return {"learning_rate", "base learning rate (eta, alpha)", 0.0, true, 0.0, kInf};
+KeySpec learning_rate() {
+  return make_key("learning_rate", Type::Float, std::nullopt, "base learning rate (eta, alpha)")
+      .greater_than(0)
+      .alias("lr")
+      .alias("eta")
+      .alias("alpha");
 }
-HyperparameterSpec unit_interval(std::string name, std::string doc, double def) {
-  return {std::move(name), std::move(doc), def, false, 0.0, 1.0, false, true};
+KeySpec unit_interval(std::string name, std::string doc, double def) {
+  return make_key(std::move(name), Type::Float, def, std::move(doc)).at_least(0).less_than(1);
 }
-HyperparameterSpec non_negative(std::string name, std::string doc, double def) {
-  return {std::move(name), std::move(doc), def, false, 0.0, kInf};
+KeySpec momentum(double def) {
+  return unit_interval("momentum", "gamma", def).alias("gamma").alias("mu");
 }
-HyperparameterSpec flag(std::string name, std::string doc) {
-  return {std::move(name), std::move(doc), 0.0, false, 0.0, 1.0, false, false, true};
+KeySpec epsilon(double def, std::string doc) {
+  return make_key("epsilon", Type::Float, def, std::move(doc)).at_least(0).alias("eps");
 }
 
 // Appends the weight-decay hyperparameters every optimizer takes.
-std::vector<HyperparameterSpec> with_decay(std::vector<HyperparameterSpec> specs, double wd,
-                                           const char* kind) {
-  specs.push_back(non_negative("weight_decay", std::string(kind) + " weight decay", wd));
-  specs.push_back(flag("no_decay_1d", "1: no weight decay for parameters with <= 1 dimension"));
+std::vector<KeySpec> with_decay(std::vector<KeySpec> specs, double wd, const char* kind) {
+  specs.push_back(make_key("weight_decay", Type::Float, wd, std::string(kind) + " weight decay")
+                      .at_least(0)
+                      .alias("wd"));
+  specs.push_back(make_key("no_decay_1d", Type::Bool, false,
+                           "no weight decay (and no trust ratio) for parameters with <= 1 "
+                           "dimension"));
   return specs;
 }
 
@@ -208,18 +81,12 @@ std::vector<OptimizerInfo> build_registry() {
   using R = kernels::OptimRule;
   const char* coupled = "coupled L2 (g <- g + wd theta)";
   const char* decoupled = "decoupled";
-  const auto eps = [](double def, const char* doc) { return non_negative("epsilon", doc, def); };
-  const auto betas = [] {
-    return std::vector<HyperparameterSpec>{
-        unit_interval("beta1", "first-moment decay", 0.9),
-        unit_interval("beta2", "second-moment decay", 0.999),
-    };
-  };
   auto adam_like = [&](double eps_default) {
-    std::vector<HyperparameterSpec> s{learning_rate()};
-    for (auto& b : betas()) s.push_back(b);
-    s.push_back(eps(eps_default, "added to sqrt(v)"));
-    return s;
+    return std::vector<KeySpec>{
+        learning_rate(),
+        unit_interval("beta1", "first-moment decay", 0.9).alias("b1").alias("beta_1"),
+        unit_interval("beta2", "second-moment decay", 0.999).alias("b2").alias("beta_2"),
+        epsilon(eps_default, "added to sqrt(v)")};
   };
   std::vector<OptimizerInfo> r;
   r.push_back(
@@ -227,20 +94,19 @@ std::vector<OptimizerInfo> build_registry() {
   r.push_back({"momentum",
                R::kMomentum,
                "v <- gamma v + g; theta <- theta - eta v",
-               with_decay({learning_rate(), unit_interval("momentum", "gamma", 0.9)}, 0.0, coupled),
+               with_decay({learning_rate(), momentum(0.9)}, 0.0, coupled),
                {"momentum"}});
   r.push_back({"nesterov",
                R::kNesterov,
                "v <- gamma v + g; theta <- theta - eta (gamma v + g)",
-               with_decay({learning_rate(), unit_interval("momentum", "gamma", 0.9)}, 0.0, coupled),
+               with_decay({learning_rate(), momentum(0.9)}, 0.0, coupled),
                {"momentum"}});
   r.push_back({"rmsprop",
                R::kRmsProp,
                "v <- rho v + (1 - rho) g^2 (v_0 = 1); m <- gamma m + eta / sqrt(v + eps) g; "
                "theta <- theta - m",
                with_decay({learning_rate(), unit_interval("rho", "second-moment decay", 0.9),
-                           unit_interval("momentum", "gamma", 0.0),
-                           eps(1e-8, "added to v inside the sqrt")},
+                           momentum(0.0), epsilon(1e-8, "added to v inside the sqrt")},
                           0.0, coupled),
                {"square_avg", "momentum"}});
   r.push_back({"adam",
@@ -264,10 +130,10 @@ std::vector<OptimizerInfo> build_registry() {
        R::kLars,
        "layer-wise trust ratio tau = trust_coefficient ||theta|| / (||g|| + wd ||theta|| + "
        "eps); v <- gamma v + eta tau (g + wd theta); theta <- theta - v",
-       with_decay({learning_rate(),
-                   unit_interval("momentum", "gamma", 0.9),
-                   {"trust_coefficient", "eta of the trust ratio", 0.001, false, 0.0, kInf, true},
-                   eps(0.0, "added to the trust-ratio denominator")},
+       with_decay({learning_rate(), momentum(0.9),
+                   make_key("trust_coefficient", Type::Float, 0.001, "eta of the trust ratio")
+                       .greater_than(0),
+                   epsilon(0.0, "added to the trust-ratio denominator")},
                   0.0, coupled),
        {"momentum"}});
   r.push_back({"lamb",
@@ -310,8 +176,8 @@ const OptimizerInfo& optimizer_info(std::string_view name) {
     if (info.name == name) return info;
   }
   const std::vector<std::string> names = optimizer_names();
-  fail("unknown optimizer '{}'{}; known optimizers: {}", name, did_you_mean(name, names),
-       quoted_list(names));
+  fail<config::ConfigError>("unknown optimizer '{}'{}; known optimizers: {}", name,
+                            config::did_you_mean_hint(name, names), config::quoted_list(names));
 }
 
 // ---- Optimizer ----------------------------------------------------------------------------------
@@ -321,8 +187,7 @@ Optimizer::Optimizer(const OptimizerConfig& config, std::vector<NamedTensor> par
       no_decay_patterns_(config.no_decay_patterns),
       params_(std::move(params)) {
   const std::string what = "optimizer " + info_->name;
-  hyperparameters_ = resolve_hyperparameters(what, info_->hyperparameters, config.hyperparameters);
-  learning_rate_ = hyperparameters_.at("learning_rate");
+  hyperparameters_ = config::resolve_numbers(what, info_->hyperparameters, config.hyperparameters);
 
   if (params_.empty()) fail("{}: no parameters to optimize", what);
   std::set<std::string> seen;
@@ -374,7 +239,8 @@ double Optimizer::hyperparameter(std::string_view name) const {
   if (it == hyperparameters_.end()) {
     std::vector<std::string> known;
     for (const auto& [k, v] : hyperparameters_) known.push_back(k);
-    fail("optimizer {}: no hyperparameter '{}'{}", info_->name, name, did_you_mean(name, known));
+    fail("optimizer {}: no hyperparameter '{}'{}", info_->name, name,
+         config::did_you_mean_hint(name, known));
   }
   return it->second;
 }
@@ -389,16 +255,8 @@ nlohmann::json Optimizer::to_json() const {
     if (!decays_[i]) excluded.push_back(params_[i].first);
   }
   j["no_decay_parameters"] = excluded;
-  j["learning_rate"] = learning_rate_;
   j["step"] = step_;
   return j;
-}
-
-void Optimizer::set_learning_rate(double lr) {
-  if (!std::isfinite(lr) || lr < 0.0) {
-    fail("optimizer {}: learning rate {} must be finite and >= 0", info_->name, lr);
-  }
-  learning_rate_ = lr;
 }
 
 void Optimizer::check_scalar(const char* what, const Tensor& t) const {
@@ -446,8 +304,10 @@ T* scalar_ptr(const Tensor& t) {
 
 }  // namespace
 
-void Optimizer::run(const std::vector<Tensor>* updates, const Tensor& grad_scale) {
+void Optimizer::run(const std::vector<Tensor>* updates, double lr, const Tensor& grad_scale) {
   const std::string what = "optimizer " + info_->name;
+  if (!std::isfinite(lr) || lr < 0.0)
+    fail("{}: learning rate {} must be finite and >= 0", what, lr);
   check_scalar("grad_scale", grad_scale);
   for (const auto& [name, p] : params_) {
     const Tensor g = p.grad();
@@ -474,7 +334,7 @@ void Optimizer::run(const std::vector<Tensor>* updates, const Tensor& grad_scale
   kernels::OptimStep s;
   s.rule = info_->rule;
   s.t = step_ + 1;
-  s.lr = learning_rate_;
+  s.lr = lr;
   const auto get = [&](const char* key, double fallback) {
     const auto it = hyperparameters_.find(key);
     return it == hyperparameters_.end() ? fallback : it->second;
@@ -509,7 +369,7 @@ void Optimizer::run(const std::vector<Tensor>* updates, const Tensor& grad_scale
       workspace_ = zeros(Shape{(bytes + 7) / 8},
                          TensorOptions{}.with_dtype(DType::F64).with_device(device_));
     }
-    kernels::optim_update_cuda(ops::detail::stream_for(device_), s, count, list.data(),
+    kernels::optim_update_cuda(device::launch_stream(device_), s, count, list.data(),
                                scalar_ptr<float>(grad_scale),
                                bytes > 0 ? workspace_.raw_data() : nullptr);
 #else
@@ -520,12 +380,13 @@ void Optimizer::run(const std::vector<Tensor>* updates, const Tensor& grad_scale
   ++step_;
 }
 
-void Optimizer::step(const Tensor& grad_scale) {
-  run(nullptr, grad_scale);
+void Optimizer::step(double lr, const Tensor& grad_scale) {
+  run(nullptr, lr, grad_scale);
 }
 
-void Optimizer::compute_updates(const std::vector<Tensor>& updates, const Tensor& grad_scale) {
-  run(&updates, grad_scale);
+void Optimizer::compute_updates(const std::vector<Tensor>& updates, double lr,
+                                const Tensor& grad_scale) {
+  run(&updates, lr, grad_scale);
 }
 
 void Optimizer::apply_updates(const std::vector<Tensor>& updates, const Tensor& scale) {
@@ -563,7 +424,7 @@ void Optimizer::apply_updates(const std::vector<Tensor>& updates, const Tensor& 
   } else {
 #ifdef PB_WITH_CUDA
     const auto pairs = pairs_of.template operator()<float>();
-    kernels::apply_scaled_update_cuda(ops::detail::stream_for(device_),
+    kernels::apply_scaled_update_cuda(device::launch_stream(device_),
                                       static_cast<int64_t>(pairs.size()), pairs.data(),
                                       scale.data<float>());
 #else
@@ -609,12 +470,12 @@ void Optimizer::load_state_dict(const std::vector<NamedTensor>& state) {
   if (!missing.empty()) {
     if (missing.size() > 5) missing.resize(5);
     fail("{}: missing {} (was the state saved by a different optimizer or model?)", what,
-         quoted_list(missing));
+         config::quoted_list(missing));
   }
   for (const auto& [name, t] : by_name) {
     if (std::find(expected.begin(), expected.end(), name) == expected.end()) {
-      fail("{}: unexpected entry '{}'{} for optimizer {}", what, name, did_you_mean(name, expected),
-           info_->name);
+      fail("{}: unexpected entry '{}'{} for optimizer {}", what, name,
+           config::did_you_mean_hint(name, expected), info_->name);
     }
   }
   const Tensor& step_tensor = *by_name.at("state.step");

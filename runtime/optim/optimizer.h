@@ -5,16 +5,22 @@
 //   config.no_decay_patterns = {"*.bias"};
 //   std::unique_ptr<Optimizer> opt = make_optimizer(config, model.named_parameters());
 //   fmt::print("{}\n", opt->to_json().dump());   // resolved hyperparameters
-//   ... loss.backward(); opt->set_learning_rate(schedule(opt->step_count())); opt->step(); ...
+//   ... loss.backward(); opt->step(schedule(opt->step_count())); ...
+//
+// The learning rate is an argument of every update (llm.c's update(..., lr, ...)): the schedule
+// is a pure function of the step and the optimizer stores no learning rate of its own beyond the
+// configured base value reported in hyperparameters().
 //
 // The update rules are the Deep Learning Tuning Playbook's, exactly as it writes them; the formulas
 // (with AdamW, LARS and LAMB) are in kernels/optim.h. One step is one call of the multi-tensor
 // kernel over all parameters that have a gradient: one CUDA launch (two for lars/lamb: per-tensor
 // norms, then the update), no host synchronisation.
 //
-// The registry (optimizer_registry()) lists every optimizer with its hyperparameters, defaults and
-// ranges; make_optimizer rejects unknown names and unknown, missing or out-of-range
-// hyperparameters with a ValueError naming them ("did you mean ...?" for near misses).
+// The registry (optimizer_registry()) lists every optimizer with its hyperparameters as
+// config::KeySpecs (name, type, default, range, aliases, doc): the training config's [optimizer]
+// section is built from them, so each default is written once. make_optimizer rejects unknown
+// names and unknown, missing or out-of-range hyperparameters with a ConfigError naming them
+// ("did you mean ...?" for near misses, "lr" accepted for "learning_rate").
 //
 // Optimizers and their hyperparameters (every optimizer also takes `weight_decay`, default 0
 // except adamw/lamb 0.01, and `no_decay_1d`):
@@ -52,42 +58,13 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "kernels/optim.h"
+#include "runtime/config/config.h"
 #include "runtime/core/tensor.h"
 #include "runtime/nn/module.h"
 
 namespace pb::optim {
 
 using nn::NamedTensor;
-
-// ---- hyperparameter maps (shared by optimizers, schedules, clipping and EMA) --------------------
-
-struct HyperparameterSpec {
-  std::string name;
-  std::string doc;
-  double default_value = 0.0;  // used when the map does not give the name (unless required)
-  bool required = false;
-  double min = -1e308;  // allowed range, ends included unless *_open
-  double max = 1e308;
-  bool min_open = false;
-  bool max_open = false;
-  bool integer = false;  // must be a whole number
-};
-
-// Resolves `given` against `specs`: every spec'd name with its given or default value. `what`
-// names the owner in messages ("optimizer adam"). Throws ValueError for an unknown name (with a
-// did-you-mean when one is close), a missing required value, a non-finite or non-integer value
-// where an integer is needed, or a value outside its range:
-//   "optimizer adam: beta2 = 1.5 is out of range [0, 1)"
-std::map<std::string, double> resolve_hyperparameters(std::string_view what,
-                                                      const std::vector<HyperparameterSpec>& specs,
-                                                      const std::map<std::string, double>& given);
-
-// " (did you mean 'beta2'?)" when one candidate is within a small edit distance of `name`
-// (case-insensitive), else "". For error messages.
-std::string did_you_mean(std::string_view name, const std::vector<std::string>& candidates);
-
-// "'a', 'b', 'c'" for error messages.
-std::string quoted_list(const std::vector<std::string>& names);
 
 // True when `name` matches the glob `pattern` ('*' any run, '?' one character).
 bool glob_match(std::string_view pattern, std::string_view name);
@@ -99,8 +76,8 @@ struct OptimizerInfo {
   std::string name;  // "adam"
   kernels::OptimRule rule;
   std::string description;
-  std::vector<HyperparameterSpec> hyperparameters;
-  std::vector<std::string> slots;  // state names per parameter, in kernel slot order
+  std::vector<config::KeySpec> hyperparameters;  // bare names: "learning_rate", "beta1", ...
+  std::vector<std::string> slots;                // state names per parameter, in kernel slot order
 };
 
 // Every optimizer, in kernels::OptimRule order.
@@ -123,16 +100,14 @@ class Optimizer {
 
   const std::string& name() const { return info_->name; }
   kernels::OptimRule rule() const { return info_->rule; }
-  // The resolved hyperparameters (learning_rate is the configured base value).
+  // The resolved hyperparameters (learning_rate is the configured base value; the rate of each
+  // update is the argument of step()).
   const std::map<std::string, double>& hyperparameters() const { return hyperparameters_; }
   double hyperparameter(std::string_view name) const;
   // {"name": "adam", "hyperparameters": {...}, "no_decay_patterns": [...],
-  //  "no_decay_parameters": [...], "learning_rate": <current>, "step": <count>}
+  //  "no_decay_parameters": [...], "step": <count>}
   nlohmann::json to_json() const;
 
-  // The learning rate of the next step (a schedule sets it every step); starts at learning_rate.
-  double learning_rate() const { return learning_rate_; }
-  void set_learning_rate(double lr);
   // Updates applied so far (the t of the next update is step_count() + 1).
   int64_t step_count() const { return step_; }
 
@@ -142,14 +117,16 @@ class Optimizer {
   Device device() const { return device_; }
   DType dtype() const { return dtype_; }
 
-  // One update of every parameter that has a gradient (others are skipped and keep their state).
-  // grad_scale: optional one-element tensor of the parameters' dtype and device multiplying every
-  // gradient before the rule (gradient clipping reads it on the device: no host sync).
-  void step(const Tensor& grad_scale = Tensor{});
+  // One update with learning rate `lr` (finite, >= 0) of every parameter that has a gradient
+  // (others are skipped and keep their state). grad_scale: optional one-element tensor of the
+  // parameters' dtype and device multiplying every gradient before the rule (the clip factor,
+  // read on the device: no host sync).
+  void step(double lr, const Tensor& grad_scale = Tensor{});
   // The same step, but the amount D each parameter would move by (theta <- theta - D) is written
   // to updates[i] (shaped like parameter i) and the parameters are not changed; the slots and the
   // step count advance. apply_updates then does theta <- theta - scale * D (update clipping).
-  void compute_updates(const std::vector<Tensor>& updates, const Tensor& grad_scale = Tensor{});
+  void compute_updates(const std::vector<Tensor>& updates, double lr,
+                       const Tensor& grad_scale = Tensor{});
   void apply_updates(const std::vector<Tensor>& updates, const Tensor& scale);
   // Drops every parameter's gradient.
   void zero_grad();
@@ -160,7 +137,7 @@ class Optimizer {
   void load_state_dict(const std::vector<NamedTensor>& state);
 
  private:
-  void run(const std::vector<Tensor>* updates, const Tensor& grad_scale);
+  void run(const std::vector<Tensor>* updates, double lr, const Tensor& grad_scale);
   void check_scalar(const char* what, const Tensor& t) const;
 
   const OptimizerInfo* info_;
@@ -171,7 +148,6 @@ class Optimizer {
   std::vector<std::vector<Tensor>> slots_;  // [param][slot]
   Device device_;
   DType dtype_ = DType::F32;
-  double learning_rate_ = 0.0;
   int64_t step_ = 0;
   Tensor workspace_;  // CUDA lars/lamb: per-chunk partials and per-tensor norms (kept zeroed)
 };

@@ -13,25 +13,23 @@
 namespace pb::optim {
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+using config::KeySpec;
+using config::make_key;
+using config::Type;
 
-HyperparameterSpec warmup_steps() {
-  return {"warmup_steps",
-          "linear warmup from 0 over this many steps",
-          0.0,
-          false,
-          0.0,
-          kInf,
-          false,
-          false,
-          true};
+KeySpec warmup_steps() {
+  return make_key("warmup_steps", Type::Int, int64_t{0},
+                  "linear warmup from 0 over this many steps")
+      .at_least(0)
+      .alias("warmup");
 }
-HyperparameterSpec decay_steps() {
-  return {"decay_steps", "length of the decay after warmup", 0.0, true, 0.0, kInf, true, false,
-          true};
+KeySpec decay_steps() {
+  return make_key("decay_steps", Type::Int, int64_t{0},
+                  "length of the decay after warmup (0: until the end of training)")
+      .at_least(0);
 }
-HyperparameterSpec end_factor(const char* doc) {
-  return {"end_factor", doc, 0.0, false, 0.0, 1.0};
+KeySpec end_factor(const char* doc) {
+  return make_key("end_factor", Type::Float, 0.0, doc).at_least(0).at_most(1);
 }
 
 std::vector<ScheduleInfo> build_registry() {
@@ -51,36 +49,40 @@ std::vector<ScheduleInfo> build_registry() {
   r.push_back({"polynomial",
                K::kPolynomial,
                "f = e + (1 - e) (1 - u)^power",
-               {warmup_steps(),
-                decay_steps(),
-                end_factor("final lr / base"),
-                {"power", "exponent of the decay", 1.0, false, 0.0, kInf, true}},
+               {warmup_steps(), decay_steps(), end_factor("final lr / base"),
+                make_key("power", Type::Float, 1.0, "exponent of the decay").greater_than(0)},
                {}});
   r.push_back({"inverse_sqrt",
                K::kInverseSqrt,
                "f = sqrt(tau / (tau + s))",
                {warmup_steps(),
-                {"timescale", "tau in steps; 0: max(warmup_steps, 1)", 0.0, false, 0.0, kInf}},
+                make_key("timescale", Type::Float, 0.0, "tau in steps; 0: max(warmup_steps, 1)")
+                    .at_least(0)},
                {}});
   r.push_back({"step",
                K::kStep,
                "f = gamma^floor(s / step_size)",
                {warmup_steps(),
-                {"step_size", "steps between decays", 0.0, true, 1.0, kInf, false, false, true},
-                {"gamma", "decay factor per step_size steps", 0.1, false, 0.0, 1.0, true}},
+                make_key("step_size", Type::Int, std::nullopt, "steps between decays").at_least(1),
+                make_key("gamma", Type::Float, 0.1, "decay factor per step_size steps")
+                    .greater_than(0)
+                    .at_most(1)},
                {}});
   r.push_back({"piecewise_constant",
                K::kPiecewiseConstant,
                "f = factors[j], j = number of boundaries <= s",
                {warmup_steps()},
                {"boundaries", "factors"}});
-  r.push_back({"playbook_warmup",
-               K::kPlaybookWarmup,
-               "ramp from 0 to base over warmup_steps, then f = 1 for post_warmup_steps",
-               {{"warmup_steps", "ramp length", 0.0, true, 1.0, kInf, false, false, true},
-                {"post_warmup_steps", "constant phase; 0: 2 * warmup_steps", 0.0, false, 0.0, kInf,
-                 false, false, true}},
-               {}});
+  r.push_back(
+      {"playbook_warmup",
+       K::kPlaybookWarmup,
+       "ramp from 0 to base over warmup_steps, then f = 1 for post_warmup_steps",
+       {make_key("warmup_steps", Type::Int, std::nullopt, "ramp length")
+            .at_least(1)
+            .alias("warmup"),
+        make_key("post_warmup_steps", Type::Int, int64_t{0}, "constant phase; 0: 2 * warmup_steps")
+            .at_least(0)},
+       {}});
   return r;
 }
 
@@ -110,8 +112,8 @@ const ScheduleInfo& schedule_info(std::string_view name) {
     if (info.name == name) return info;
   }
   const std::vector<std::string> names = schedule_names();
-  fail("unknown schedule '{}'{}; known schedules: {}", name, did_you_mean(name, names),
-       quoted_list(names));
+  fail<config::ConfigError>("unknown schedule '{}'{}; known schedules: {}", name,
+                            config::did_you_mean_hint(name, names), config::quoted_list(names));
 }
 
 Schedule::Schedule(const ScheduleInfo& info, double base_learning_rate,
@@ -203,20 +205,32 @@ nlohmann::json Schedule::to_json() const {
   return j;
 }
 
-Schedule make_schedule(const ScheduleConfig& config, double base_learning_rate) {
+Schedule make_schedule(const ScheduleConfig& config, double base_learning_rate,
+                       int64_t total_steps) {
   const ScheduleInfo& info = schedule_info(config.name);
   const std::string what = "schedule " + info.name;
   if (!std::isfinite(base_learning_rate) || base_learning_rate < 0.0) {
     fail("{}: base learning rate {} must be finite and >= 0", what, base_learning_rate);
   }
   std::map<std::string, double> hp =
-      resolve_hyperparameters(what, info.hyperparameters, config.hyperparameters);
+      config::resolve_numbers(what, info.hyperparameters, config.hyperparameters);
+  if (hp.count("decay_steps") && hp.at("decay_steps") == 0.0) {
+    // Until the end of training: the steps left after warmup.
+    if (total_steps <= 0) {
+      fail<config::ConfigError>(
+          "{}: decay_steps = 0 means 'until the end of training', but the training length is not "
+          "known here; give decay_steps",
+          what);
+    }
+    hp["decay_steps"] = static_cast<double>(
+        std::max<int64_t>(1, total_steps - static_cast<int64_t>(hp.at("warmup_steps"))));
+  }
   for (const auto& [name, values] : config.lists) {
     (void)values;
     if (std::find(info.lists.begin(), info.lists.end(), name) == info.lists.end()) {
       if (info.lists.empty()) fail("{}: unknown list '{}'; it takes no lists", what, name);
-      fail("{}: unknown list '{}'{}; it takes {}", what, name, did_you_mean(name, info.lists),
-           quoted_list(info.lists));
+      fail("{}: unknown list '{}'{}; it takes {}", what, name,
+           config::did_you_mean_hint(name, info.lists), config::quoted_list(info.lists));
     }
   }
   std::map<std::string, std::vector<double>> lists;

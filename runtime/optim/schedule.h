@@ -3,7 +3,7 @@
 //
 //   Schedule schedule = make_schedule({"cosine", {{"warmup_steps", 1000}, {"decay_steps", 9000}}},
 //                                     /*base_learning_rate=*/0.1);
-//   optimizer.set_learning_rate(schedule(optimizer.step_count()));   // before every step
+//   optimizer.step(schedule(optimizer.step_count()));   // the rate is an argument of the update
 //
 // `step` is the number of updates already applied (0 for the first update). Every schedule
 // takes `warmup_steps` W (a whole number >= 0, default 0): linear warmup from 0 prepended to the
@@ -64,8 +64,8 @@ enum class ScheduleKind {
 struct ScheduleInfo {
   std::string name;
   ScheduleKind kind;
-  std::string formula;  // f(s), as in the table above
-  std::vector<HyperparameterSpec> hyperparameters;
+  std::string formula;                           // f(s), as in the table above
+  std::vector<config::KeySpec> hyperparameters;  // bare names, with defaults and ranges
   std::vector<std::string> lists;
 };
 
@@ -107,6 +107,10 @@ class Schedule {
 };
 
 // The registry's factory. base_learning_rate: the optimizer's learning_rate (finite, >= 0).
-Schedule make_schedule(const ScheduleConfig& config, double base_learning_rate);
+// total_steps: the training length, which decay_steps = 0 ("until the end of training") resolves
+// against (decay_steps = total_steps - warmup_steps); 0 when unknown, and then decay_steps = 0 is
+// an error.
+Schedule make_schedule(const ScheduleConfig& config, double base_learning_rate,
+                       int64_t total_steps = 0);
 
 }  // namespace pb::optim

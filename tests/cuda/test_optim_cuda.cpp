@@ -115,8 +115,8 @@ TEST_P(OptimCuda, MatchesCpu) {
   auto gpu = make_optimizer(config_for(name), t.gpu);
   for (int step = 0; step < 5; ++step) {
     set_grads(t, step);
-    cpu->step();
-    gpu->step();
+    cpu->step(cpu->hyperparameter("learning_rate"));
+    gpu->step(gpu->hyperparameter("learning_rate"));
   }
   for (std::size_t i = 0; i < t.cpu.size(); ++i) {
     expect_close(t.gpu[i].second, t.cpu[i].second, name + " " + t.cpu[i].first);
@@ -139,8 +139,8 @@ TEST_P(OptimCuda, LongTensorList) {
   auto gpu = make_optimizer(config_for(name), t.gpu);
   for (int step = 0; step < 3; ++step) {
     set_grads(t, step);
-    cpu->step();
-    gpu->step();
+    cpu->step(cpu->hyperparameter("learning_rate"));
+    gpu->step(gpu->hyperparameter("learning_rate"));
   }
   for (std::size_t i = 0; i < t.cpu.size(); ++i) {
     expect_close(t.gpu[i].second, t.cpu[i].second, name + " " + t.cpu[i].first);
@@ -199,8 +199,8 @@ TEST_P(OptimCudaShrinkingList, MatchesCpu) {
       t.cpu[i].second.set_grad(g);
       t.gpu[i].second.set_grad(g.to(Device::cuda(0)));
     }
-    cpu->step();
-    gpu->step();
+    cpu->step(cpu->hyperparameter("learning_rate"));
+    gpu->step(gpu->hyperparameter("learning_rate"));
     const std::string when = name + " step " + std::to_string(step + 1) + " ";
     for (std::size_t i = 0; i < sizes.size(); ++i) {
       expect_close(t.gpu[i].second, t.cpu[i].second, when + t.cpu[i].first);
@@ -229,8 +229,8 @@ TEST(OptimCudaDeterminism, LayerwiseRulesAreBitwiseReproducible) {
     for (int step = 0; step < 4; ++step) {
       set_grads(a, step);
       set_grads(b, step);
-      oa->step();
-      ob->step();
+      oa->step(oa->hyperparameter("learning_rate"));
+      ob->step(ob->hyperparameter("learning_rate"));
     }
     for (std::size_t i = 0; i < kSizes.size(); ++i) {
       expect_bitwise(a.gpu[i].second, b.gpu[i].second, name + " " + a.gpu[i].first);
@@ -247,8 +247,8 @@ TEST(ClipCuda, NormAndClippingMatchCpu) {
     GradientClipper cc(ClipConfig{50.0, target}), cg(ClipConfig{50.0, target});
     for (int step = 0; step < 4; ++step) {
       set_grads(t, step);
-      cc.step(*cpu);
-      cg.step(*gpu);
+      cc.step(*cpu, cpu->hyperparameter("learning_rate"));
+      cg.step(*gpu, gpu->hyperparameter("learning_rate"));
       // Both norms are sums of squares in double, rounded once to float.
       EXPECT_NEAR(cg.read_grad_norm(), cc.read_grad_norm(), 1e-6 * cc.read_grad_norm());
     }

@@ -148,6 +148,7 @@ TEST(TrainCli, CheckpointNamesAndShapesFollowTorchvision) {
                                "--set",    "data.synthetic_count=300",
                                "--set",    "data.validation_size=100",
                                "--set",    "train.max_train_steps=2",
+                               "--set",    "schedule.warmup_steps=1",
                                "--set",    "train.log_every=1",
                                "--set",    "train.eval_every=2",
                                "--set",    "train.checkpoint_every=2",

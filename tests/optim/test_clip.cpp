@@ -110,7 +110,7 @@ TEST(Clip, StepScalesTheGradientInsideTheUpdate) {
   GradientClipper clipper(ClipConfig{6.5, ClipTarget::kGradient});
   w.set_grad(from_vector<double>(Vec{3.0, 4.0}, Shape{2}, f64()));
   b.set_grad(from_vector<double>(Vec{12.0}, Shape{1}, f64()));
-  clipper.step(*opt);
+  clipper.step(*opt, opt->hyperparameter("learning_rate"));
   EXPECT_EQ(w.to_vector<double>(), (Vec{1.0 - 0.1 * 1.5, 1.0 - 0.1 * 2.0}));
   EXPECT_EQ(b.to_vector<double>(), (Vec{1.0 - 0.1 * 6.0}));
   EXPECT_EQ(clipper.read_grad_norm(), 13.0);
@@ -132,11 +132,11 @@ TEST(Clip, FusedStepEqualsClipThenStep) {
   GradientClipper c2(ClipConfig{2.0, ClipTarget::kGradient});
   for (const Vec& g : grads) {
     w1.set_grad(from_vector<double>(g, Shape{3}, f64()));
-    c1.step(*o1);
+    c1.step(*o1, o1->hyperparameter("learning_rate"));
     Tensor g2 = from_vector<double>(g, Shape{3}, f64());
     c2.clip_gradients({g2});
     w2.set_grad(g2);
-    o2->step();
+    o2->step(o2->hyperparameter("learning_rate"));
   }
   const Vec a = w1.to_vector<double>(), b = w2.to_vector<double>();
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(a[i], b[i], 1e-15);
@@ -151,7 +151,7 @@ TEST(Clip, ClipsTheUpdateInsteadOfTheGradient) {
   GradientClipper clipper(ClipConfig{3.25, ClipTarget::kUpdate});
   w.set_grad(from_vector<double>(Vec{3.0, 4.0}, Shape{2}, f64()));
   b.set_grad(from_vector<double>(Vec{12.0}, Shape{1}, f64()));
-  clipper.step(*opt);
+  clipper.step(*opt, opt->hyperparameter("learning_rate"));
   // D = 0.5 g, ||D|| = 6.5 > 3.25: theta <- theta - D / 2.
   EXPECT_EQ(w.to_vector<double>(), (Vec{1.0 - 0.75, 1.0 - 1.0}));
   EXPECT_EQ(b.to_vector<double>(), (Vec{1.0 - 3.0}));
@@ -162,7 +162,7 @@ TEST(Clip, ClipsTheUpdateInsteadOfTheGradient) {
   // A small update is applied unchanged.
   w.set_grad(from_vector<double>(Vec{0.3, 0.4}, Shape{2}, f64()));
   b.set_grad(from_vector<double>(Vec{1.2}, Shape{1}, f64()));
-  clipper.step(*opt);
+  clipper.step(*opt, opt->hyperparameter("learning_rate"));
   EXPECT_EQ(w.to_vector<double>(), (Vec{0.25 - 0.15, 0.0 - 0.2}));
   EXPECT_EQ(clipper.read_stats().clipped_steps, 1);
   EXPECT_EQ(clipper.read_stats().steps, 2);
@@ -175,9 +175,11 @@ TEST(Clip, UpdateClippingLeavesStateUnclipped) {
       make_optimizer({"momentum", {{"learning_rate", 1.0}, {"momentum", 0.5}}, {}}, {{"w", w}});
   GradientClipper clipper(ClipConfig{1.0, ClipTarget::kUpdate});
   w.set_grad(from_vector<double>(Vec{4.0}, Shape{1}, f64()));
-  clipper.step(*opt);  // v = 4, D = 4 -> clipped to 1
+  clipper.step(*opt, opt->hyperparameter("learning_rate"));  // v = 4, D = 4 -> clipped to 1
   EXPECT_EQ(w.to_vector<double>(), (Vec{-1.0}));
-  clipper.step(*opt);  // v = 0.5 * 4 + 4 = 6, D clipped to 1 (6 * (1 / 6) may round)
+  clipper.step(
+      *opt, opt->hyperparameter(
+                "learning_rate"));  // v = 0.5 * 4 + 4 = 6, D clipped to 1 (6 * (1 / 6) may round)
   EXPECT_NEAR(w.to_vector<double>()[0], -2.0, 1e-15);
   for (const auto& [name, t] : opt->state_dict()) {
     if (name == "state.w.momentum") {

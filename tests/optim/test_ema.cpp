@@ -85,7 +85,7 @@ TEST(Ema, ConfigAndErrors) {
     ema_config_from({{"decay", 1.0}});
     FAIL() << "no error";
   } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find("ema: 'decay' = 1 is out of range [0, 1)"),
+    EXPECT_NE(std::string(e.what()).find("ema: decay must be in [0, 1), got 1.0"),
               std::string::npos)
         << e.what();
   }

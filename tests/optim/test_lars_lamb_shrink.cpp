@@ -176,11 +176,11 @@ void run_and_compare(const std::string& name, const std::map<std::string, double
                              ? from_vector<double>(gradient(p, step), Shape{kSizes[p]}, f64())
                              : Tensor{});
     }
-    opt->set_learning_rate(h.lr * kLr[step]);
+    const double lr = h.lr * kLr[step];
     if (kGradScaleArg[step] > 0.0) {
-      opt->step(from_vector<double>(Vec{kGradScaleArg[step]}, Shape{1}, f64()));
+      opt->step(lr, from_vector<double>(Vec{kGradScaleArg[step]}, Shape{1}, f64()));
     } else {
-      opt->step();
+      opt->step(lr);
     }
     if (name == "lars") {
       lars_reference_step(ref, step, h);

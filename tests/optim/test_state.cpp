@@ -69,8 +69,7 @@ TEST_P(ResumeTest, ResumesBitwise) {
   auto opt_ref = make_optimizer(config_for(name), ref.named());
   for (int k = 0; k < 2 * kHalf; ++k) {
     set_grads(ref, k);
-    opt_ref->set_learning_rate(schedule(opt_ref->step_count()));
-    opt_ref->step();
+    opt_ref->step(schedule(opt_ref->step_count()));
   }
 
   // N steps, save, restore into a fresh optimizer over copied parameters, N steps.
@@ -78,8 +77,7 @@ TEST_P(ResumeTest, ResumesBitwise) {
   auto opt_a = make_optimizer(config_for(name), run.named());
   for (int k = 0; k < kHalf; ++k) {
     set_grads(run, k);
-    opt_a->set_learning_rate(schedule(opt_a->step_count()));
-    opt_a->step();
+    opt_a->step(schedule(opt_a->step_count()));
   }
   const std::vector<NamedTensor> state = opt_a->state_dict();
   Params resumed = run.copy();
@@ -88,8 +86,7 @@ TEST_P(ResumeTest, ResumesBitwise) {
   EXPECT_EQ(opt_b->step_count(), kHalf);
   for (int k = kHalf; k < 2 * kHalf; ++k) {
     set_grads(resumed, k);
-    opt_b->set_learning_rate(schedule(opt_b->step_count()));
-    opt_b->step();
+    opt_b->step(schedule(opt_b->step_count()));
   }
 
   const auto a = ref.named(), b = resumed.named();

@@ -54,8 +54,7 @@ std::vector<Vec> run_optimizer(const std::string& name, const std::map<std::stri
   std::vector<Vec> out;
   for (int t = 0; t < kSteps; ++t) {
     w.set_grad(vec_tensor(kGrads[t]));
-    opt->set_learning_rate(kLr[t]);
-    opt->step();
+    opt->step(kLr[t]);
     out.push_back(w.to_vector<double>());
   }
   EXPECT_EQ(opt->step_count(), kSteps);
@@ -287,7 +286,7 @@ void run_two(Optimizer& opt, TwoTensors& p) {
   for (std::size_t t = 0; t < kWGrads.size(); ++t) {
     p.w.set_grad(from_vector<double>(kWGrads[t], Shape{2, 2}, f64()));
     p.b.set_grad(from_vector<double>(kBGrads[t], Shape{2}, f64()));
-    opt.step();
+    opt.step(opt.hyperparameter("learning_rate"));
   }
 }
 
@@ -430,7 +429,7 @@ TEST(UpdateRules, ParametersWithoutGradientAreSkipped) {
   const Vec b0 = p.b.to_vector<double>();
   auto opt = make_optimizer({"momentum", {{"learning_rate", 0.1}}, {}}, p.named());
   p.w.set_grad(from_vector<double>(kWGrads[0], Shape{2, 2}, f64()));
-  opt->step();
+  opt->step(opt->hyperparameter("learning_rate"));
   EXPECT_EQ(p.b.to_vector<double>(), b0);
   const auto state = opt->state_dict();
   for (const auto& [name, t] : state) {
@@ -451,8 +450,8 @@ TEST(UpdateRules, Float32MatchesFloat64) {
       w64.set_grad(vec_tensor(kGrads[t]));
       std::vector<float> g32(kGrads[t].begin(), kGrads[t].end());
       w32.set_grad(from_vector<float>(g32, Shape{3}));
-      o64->step();
-      o32->step();
+      o64->step(o64->hyperparameter("learning_rate"));
+      o32->step(o32->hyperparameter("learning_rate"));
     }
     const Vec a = w64.to_vector<double>();
     const std::vector<float> b = w32.to_vector<float>();

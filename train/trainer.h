@@ -20,7 +20,6 @@
 #include <string>
 
 #include "runtime/config/config.h"
-#include "runtime/train/train_config.h"
 
 namespace pb::train {
 
@@ -46,12 +45,11 @@ struct RunSummary {
   double wall_seconds = 0;
 };
 
-// Trains per `config` (a Config of train_schema()); `source` names the config file in errors.
-// Throws pb::Error (config, data, checkpoint problems) before creating anything in out_dir when
-// the problem is known up front.
-// `model` builds the network of the config's [model] section (models::model_zoo()).
+// Trains per `config` (from resolve() in train/config.h); `source` names the config file in
+// errors. Throws pb::Error (data, checkpoint, device problems) before creating anything in
+// out_dir when the problem is known up front.
 RunSummary train(const config::Config& config, const std::string& source,
-                 const TrainOptions& options, const ModelBuilder& model);
+                 const TrainOptions& options);
 
 struct EvalResult {
   double loss = 0, error = 0;
@@ -61,7 +59,6 @@ struct EvalResult {
 // Evaluates a checkpoint written by train() (its metadata holds the config) on a split
 // ("test" or "validation") of its dataset, or of the dataset in `data_dir` when given.
 EvalResult evaluate_checkpoint(const std::filesystem::path& checkpoint, const std::string& split,
-                               const std::filesystem::path& data_dir, const std::string& device,
-                               const ModelBuilder& model);
+                               const std::filesystem::path& data_dir, const std::string& device);
 
 }  // namespace pb::train

@@ -1,4 +1,4 @@
-#include "runtime/train/progress.h"
+#include "train/progress.h"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "runtime/train/trainer.h"
+#include "train/trainer.h"
 
 #include <fmt/format.h>
 
@@ -7,15 +7,18 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <variant>
 
-#include "kernels/gemm.h"
+#include "models/zoo.h"
 #include "runtime/autograd/tape.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/data/augment.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
+#include "runtime/device/cpu.h"
 #include "runtime/device/memory.h"
 #include "runtime/nn/layers.h"
 #include "runtime/ops/ops.h"
@@ -23,8 +26,8 @@
 #include "runtime/optim/ema.h"
 #include "runtime/optim/optimizer.h"
 #include "runtime/optim/schedule.h"
-#include "runtime/train/progress.h"
-#include "runtime/train/train_config.h"
+#include "train/config.h"
+#include "train/progress.h"
 
 namespace pb::train {
 namespace fs = std::filesystem;
@@ -60,7 +63,7 @@ std::shared_ptr<const data::ImageDataset> load_split(const DataConfig& d,
       data::make_dataset(d.dataset, d.dir, split, synthetic_spec(d, seed)));
 }
 
-DataShape shape_of(const data::ImageDataset& ds) {
+models::DataShape shape_of(const data::ImageDataset& ds) {
   return {ds.channels, ds.height, ds.width, ds.num_classes};
 }
 
@@ -101,6 +104,17 @@ json read_json(const fs::path& path) {
   } catch (const json::exception& e) {
     fail("{}: not valid JSON ({})", path.string(), e.what());
   }
+}
+
+// The resolved config as {"section": {"key": value}}: the values that ran, for summary.json.
+json config_json(const config::Config& c) {
+  json out = json::object();
+  for (const std::string& key : c.keys()) {
+    const config::KeySpec& spec = *c.schema().find(key);
+    json& slot = out[std::string(spec.section())][std::string(spec.name())];
+    std::visit([&](const auto& v) { slot = v; }, c.value(key));
+  }
+  return out;
 }
 
 // Every Dropout module's generator, by module path: the model's RNG state.
@@ -157,17 +171,16 @@ Evaluation evaluate(nn::Module& model, std::shared_ptr<const data::ImageDataset>
 
 class Run {
  public:
-  Run(const config::Config& config, const std::string& source, const TrainOptions& options,
-      const ModelBuilder& builder)
+  Run(const config::Config& config, const std::string& source, const TrainOptions& options)
       : config_(config),
-        builder_(builder),
-        cfg_(train_config_from(config, source)),
+        cfg_(train_config(config)),
         options_(options),
         out_(options.log ? *options.log : std::cout),
         dir_(options.out_dir) {
     // Everything that can fail on bad input happens before the run directory is touched.
-    device_ = pick_device(options.device_override.empty() ? cfg_.device : options.device_override);
-    if (cfg_.deterministic) kernels::set_cpu_blas_threads(1);
+    device_ =
+        pick_device(options.device_override.empty() ? cfg_.train.device : options.device_override);
+    if (cfg_.train.deterministic) device::set_cpu_blas_threads(1);
     train_set_ = load_split(cfg_.data, "train");
     test_set_ = load_split(cfg_.data, "test");
     if (cfg_.data.validation_size >= train_set_->count) {
@@ -191,20 +204,20 @@ class Run {
       std::sort(subset.begin(), subset.end());
       split_.train = std::move(subset);
     }
-    if (static_cast<int64_t>(split_.train.size()) < cfg_.batch_size) {
-      fail("{}: train.batch_size {} exceeds the {} training examples", source, cfg_.batch_size,
-           split_.train.size());
+    if (static_cast<int64_t>(split_.train.size()) < cfg_.train.batch_size) {
+      fail("{}: train.batch_size {} exceeds the {} training examples", source,
+           cfg_.train.batch_size, split_.train.size());
     }
-    Generator init(cfg_.model_seed);
-    model_ = builder_.build(config_, shape_of(*train_set_), init);
+    Generator init(cfg_.train.model_seed);
+    model_ = models::build_model(config_, shape_of(*train_set_), init);
     model_->to(device_);
     optimizer_ = optim::make_optimizer(cfg_.optimizer, model_->named_parameters());
-    schedule_ =
-        std::make_unique<optim::Schedule>(optim::make_schedule(cfg_.schedule, cfg_.learning_rate));
+    schedule_ = std::make_unique<optim::Schedule>(
+        optim::make_schedule(cfg_.schedule, cfg_.learning_rate, cfg_.train.max_train_steps));
     clipper_ = std::make_unique<optim::GradientClipper>(cfg_.clip);
-    if (cfg_.ema) {
-      ema_ = std::make_unique<optim::ExponentialMovingAverage>(model_->named_parameters(),
-                                                               cfg_.ema_config);
+    if (cfg_.ema.decay > 0) {
+      ema_ =
+          std::make_unique<optim::ExponentialMovingAverage>(model_->named_parameters(), cfg_.ema);
     }
     prepare_directory(source);
   }
@@ -222,7 +235,6 @@ class Run {
                         const std::shared_ptr<const data::ImageDataset>& ds, Evaluation* out);
 
   const config::Config& config_;
-  const ModelBuilder& builder_;
   TrainConfig cfg_;
   TrainOptions options_;
   std::ostream& out_;
@@ -365,7 +377,8 @@ void Run::save_checkpoint() {
       all.push_back(e.path());
   }
   std::sort(all.begin(), all.end());
-  for (std::size_t i = 0; i + static_cast<std::size_t>(cfg_.keep_checkpoints) < all.size(); ++i) {
+  for (std::size_t i = 0; i + static_cast<std::size_t>(cfg_.train.keep_checkpoints) < all.size();
+       ++i) {
     fs::remove_all(all[i]);
   }
 }
@@ -378,8 +391,8 @@ void Run::log_line(json line) {
 
 void Run::record_eval(const Evaluation& val) {
   last_val_error_ = val.error;
-  const bool improves =
-      static_cast<int64_t>(best_.size()) < cfg_.keep_best || val.error < best_.back().val_error;
+  const bool improves = static_cast<int64_t>(best_.size()) < cfg_.train.keep_best ||
+                        val.error < best_.back().val_error;
   if (!improves) return;
   // The model (or its EMA, when evaluating with it) as evaluated goes to best/.
   const std::map<std::string, std::string> meta = {
@@ -392,7 +405,7 @@ void Run::record_eval(const Evaluation& val) {
   std::stable_sort(best_.begin(), best_.end(), [](const BestEntry& a, const BestEntry& b) {
     return a.val_error < b.val_error;
   });
-  while (static_cast<int64_t>(best_.size()) > cfg_.keep_best) {
+  while (static_cast<int64_t>(best_.size()) > cfg_.train.keep_best) {
     fs::remove(dir_ / "best" / (step_name(best_.back().step) + ".safetensors"));
     best_.pop_back();
   }
@@ -417,6 +430,9 @@ void Run::write_summary(const RunSummary& summary) {
   s["parameters"] = model_->num_parameters();
   s["optimizer"] = optimizer_->to_json();
   s["schedule"] = schedule_->to_json();
+  s["clip"] = clipper_->to_json();
+  s["ema"] = ema_ ? ema_->to_json() : json(nullptr);
+  s["config"] = config_json(config_);
   write_text_atomic(dir_ / "summary.json", s.dump(2) + "\n");
 }
 
@@ -425,14 +441,33 @@ RunSummary Run::run() {
   out_ << fmt::format("{} on {}: {} parameters; {} train / {} validation / {} test examples\n",
                       model_->describe(), device_.str(), model_->num_parameters(),
                       split_.train.size(), split_.validation.size(), test_set_->count);
-  out_ << "optimizer: " << optimizer_->to_json().dump() << "\n";
-  out_ << "schedule: " << schedule_->to_json().dump() << "\n";
+  // One short line per section; the full detail is in config.toml and summary.json.
+  auto numbers = [](const std::map<std::string, double>& hp) {
+    std::string out;
+    for (const auto& [k, v] : hp) out += fmt::format(" {}={:g}", k, v);
+    return out;
+  };
+  std::size_t excluded = 0;
+  for (std::size_t i = 0; i < optimizer_->parameters().size(); ++i) {
+    excluded += optimizer_->decays(i) ? 0 : 1;
+  }
+  out_ << fmt::format("optimizer: {}{}{}\n", optimizer_->name(),
+                      numbers(optimizer_->hyperparameters()),
+                      excluded ? fmt::format(" (no weight decay on {} of {} tensors)", excluded,
+                                             optimizer_->parameters().size())
+                               : "");
+  out_ << fmt::format("schedule: {}{}\n", schedule_->name(), numbers(schedule_->hyperparameters()));
+  if (cfg_.clip.max_norm > 0 || ema_) {
+    out_ << fmt::format("clip: max_norm={:g} ({}); ema: {}\n", cfg_.clip.max_norm,
+                        cfg_.clip.target == optim::ClipTarget::kUpdate ? "update" : "gradient",
+                        ema_ ? fmt::format("decay={:g}", cfg_.ema.decay) : "off");
+  }
 
   data::DataLoader loader(
       train_set_, split_.train,
       [&] {
         data::LoaderConfig lc = data::LoaderConfig::training(
-            cfg_.batch_size, cfg_.data_seed,
+            cfg_.train.batch_size, cfg_.train.data_seed,
             [&] {
               data::AugmentConfig a = data::default_augment(train_set_->name, true);
               a.crop_padding = cfg_.data.crop_padding;
@@ -449,22 +484,22 @@ RunSummary Run::run() {
   int64_t window_steps = 0;
   double window_wait = 0;
   auto window_start = std::chrono::steady_clock::now();
-  ProgressLine progress(cfg_.max_train_steps, cfg_.log_every, out_, step_);
+  ProgressLine progress(cfg_.train.max_train_steps, cfg_.train.log_every, out_, step_);
   model_->train();
 
   std::string status = "completed";
-  while (step_ < cfg_.max_train_steps) {
+  while (step_ < cfg_.train.max_train_steps) {
     std::optional<data::Batch> batch = loader.next();
     window_wait += batch->wait_seconds;
     const Tensor x = batch->images.to(device_);
     const Tensor y = batch->labels.to(device_);
 
     optimizer_->zero_grad();
-    const Tensor loss = ops::softmax_cross_entropy((*model_)(x), y, Tensor{}, cfg_.label_smoothing);
+    const Tensor loss =
+        ops::softmax_cross_entropy((*model_)(x), y, Tensor{}, cfg_.train.label_smoothing);
     loss.backward();
     const double lr = schedule_->learning_rate(step_);
-    optimizer_->set_learning_rate(lr);
-    clipper_->step(*optimizer_);  // measures the global norm, clips, runs the fused update
+    clipper_->step(*optimizer_, lr);  // global norm -> clip factor -> fused update(lr, factor)
     {
       autograd::NoGradGuard no_grad;
       ops::add_(loss_sum, loss.detach());
@@ -474,11 +509,12 @@ RunSummary Run::run() {
     loader_state_ = loader.state();
     if (ema_) ema_->update();
 
-    if (step_ % cfg_.log_every == 0 || step_ == cfg_.max_train_steps) {
+    if (step_ % cfg_.train.log_every == 0 || step_ == cfg_.train.max_train_steps) {
       const double train_loss = loss_sum.item<float>() / static_cast<double>(window_steps);
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
-      throughput_ = static_cast<double>(window_steps * cfg_.batch_size) / std::max(seconds, 1e-9);
+      throughput_ =
+          static_cast<double>(window_steps * cfg_.train.batch_size) / std::max(seconds, 1e-9);
       json line = {{"step", step_},
                    {"lr", lr},
                    {"train_loss", train_loss},
@@ -488,20 +524,22 @@ RunSummary Run::run() {
                    {"data_wait_fraction", window_wait / std::max(seconds, 1e-9)}};
       if (std::isnan(first_loss_)) first_loss_ = train_loss;
       const bool diverged =
-          !std::isfinite(train_loss) || train_loss > cfg_.divergence_factor * first_loss_;
+          !std::isfinite(train_loss) || train_loss > cfg_.train.divergence_factor * first_loss_;
+      // With data.validation_size = 0 there is no validation: nothing is logged for it.
       const bool eval_now =
-          !diverged && (step_ % cfg_.eval_every == 0 || step_ == cfg_.max_train_steps);
+          !diverged && !split_.validation.empty() &&
+          (step_ % cfg_.train.eval_every == 0 || step_ == cfg_.train.max_train_steps);
       if (eval_now) {
         if (ema_) ema_->swap();
         const Evaluation val = evaluate(*model_, train_set_, split_.validation,
-                                        cfg_.eval_batch_size, cfg_.data.workers, device_);
+                                        cfg_.train.eval_batch_size, cfg_.data.workers, device_);
         line["val_loss"] = val.loss;
         line["val_error"] = val.error;
         if (val.examples > 0) record_eval(val);
         if (ema_) ema_->swap();
       }
       log_line(line);
-      progress.step(step_, train_loss, window_steps * cfg_.batch_size,
+      progress.step(step_, train_loss, window_steps * cfg_.train.batch_size,
                     fmt::format("  |g| {:.3g}{}", line["grad_norm"].get<double>(),
                                 eval_now ? fmt::format("  val_loss {:.4f}  val_error {:.2f}%",
                                                        line["val_loss"].get<double>(),
@@ -510,14 +548,15 @@ RunSummary Run::run() {
       if (diverged) {
         status = "diverged";
         out_ << fmt::format("diverged at step {}: train loss {} (first logged {:.4g}, limit {}x)\n",
-                            step_, train_loss, first_loss_, cfg_.divergence_factor);
+                            step_, train_loss, first_loss_, cfg_.train.divergence_factor);
         break;
       }
       loss_sum = zeros({}, on_device);
       window_steps = 0;
       window_wait = 0;
       window_start = std::chrono::steady_clock::now();
-      if (step_ % cfg_.checkpoint_every == 0 || step_ == cfg_.max_train_steps) save_checkpoint();
+      if (step_ % cfg_.train.checkpoint_every == 0 || step_ == cfg_.train.max_train_steps)
+        save_checkpoint();
     }
   }
 
@@ -527,20 +566,20 @@ RunSummary Run::run() {
   if (status == "completed") {
     if (ema_) ema_->swap();
     const Evaluation test = evaluate(*model_, test_set_, data::iota_indices(test_set_->count),
-                                     cfg_.eval_batch_size, cfg_.data.workers, device_);
+                                     cfg_.train.eval_batch_size, cfg_.data.workers, device_);
     summary.test_error = test.error;
     if (ema_) ema_->swap();
     if (!best_.empty()) {
       // Retrospective checkpoint selection: the best validation checkpoint on the test set.
-      Generator init(cfg_.model_seed);
-      auto best_model = builder_.build(config_, shape_of(*train_set_), init);
+      Generator init(cfg_.train.model_seed);
+      auto best_model = models::build_model(config_, shape_of(*train_set_), init);
       best_model->to(device_);
       checkpoint::load_into(
           checkpoint::load(dir_ / "best" / (step_name(best_.front().step) + ".safetensors")),
           best_model->state(), "model");
       summary.best_test_error =
           evaluate(*best_model, test_set_, data::iota_indices(test_set_->count),
-                   cfg_.eval_batch_size, cfg_.data.workers, device_)
+                   cfg_.train.eval_batch_size, cfg_.data.workers, device_)
               .error;
       summary.best_step = best_.front().step;
       summary.best_val_error = best_.front().val_error;
@@ -556,41 +595,40 @@ RunSummary Run::run() {
 }  // namespace
 
 RunSummary train(const config::Config& config, const std::string& source,
-                 const TrainOptions& options, const ModelBuilder& model) {
-  Run run(config, source, options, model);
+                 const TrainOptions& options) {
+  Run run(config, source, options);
   return run.run();
 }
 
 EvalResult evaluate_checkpoint(const fs::path& path, const std::string& split,
-                               const fs::path& data_dir, const std::string& device_text,
-                               const ModelBuilder& builder) {
+                               const fs::path& data_dir, const std::string& device_text) {
   const checkpoint::Loaded loaded = checkpoint::load(path);
   const auto it = loaded.metadata.find("playbook.config");
   if (it == loaded.metadata.end()) {
     fail("{}: no playbook.config metadata (not a checkpoint written by playbook train)",
          path.string());
   }
-  const config::Config config =
-      config::parse(it->second, path.string() + " (embedded config)", train_schema(builder));
-  TrainConfig cfg = train_config_from(config, path.string());
+  const config::Config config = resolve_text(it->second, path.string() + " (embedded config)");
+  TrainConfig cfg = train_config(config);
   if (!data_dir.empty()) cfg.data.dir = data_dir;
   if (split != "test" && split != "validation") {
     fail("eval: split must be test or validation, got '{}'", split);
   }
   const Device device = pick_device(device_text);
   auto train_set = load_split(cfg.data, "train");
-  Generator init(cfg.model_seed);
-  auto model = builder.build(config, shape_of(*train_set), init);
+  Generator init(cfg.train.model_seed);
+  auto model = models::build_model(config, shape_of(*train_set), init);
   model->to(device);
   checkpoint::load_into(loaded, model->state(), "model");
   Evaluation e;
   if (split == "test") {
     auto test = load_split(cfg.data, "test");
-    e = evaluate(*model, test, data::iota_indices(test->count), cfg.eval_batch_size,
+    e = evaluate(*model, test, data::iota_indices(test->count), cfg.train.eval_batch_size,
                  cfg.data.workers, device);
   } else {
     const auto s = data::carve_validation(train_set->count, cfg.data.validation_size, 20260101);
-    e = evaluate(*model, train_set, s.validation, cfg.eval_batch_size, cfg.data.workers, device);
+    e = evaluate(*model, train_set, s.validation, cfg.train.eval_batch_size, cfg.data.workers,
+                 device);
   }
   return {e.loss, e.error, e.examples};
 }
