@@ -116,8 +116,8 @@ def read_benchmarks(work):
         fused = (torch_adam.get("fused") or {}).get("GB/s")
         if fused:
             for row in rows:
-                if row["suite"].startswith("pb_bench_optim") and re.search(r"/adam$", row["name"]) \
-                        and row.get("GB/s"):
+                if row["suite"].startswith("pb_bench_optim") and \
+                        re.match(r"BM_FusedUpdate/adam(/|$)", row["name"]) and row.get("GB/s"):
                     row["ratio_vs_torch_fused"] = row["GB/s"] / fused
     return rows
 

@@ -156,13 +156,17 @@ INSTANTIATE_TEST_SUITE_P(AllOptimizers, OptimCuda, ::testing::ValuesIn(optimizer
 // list puts its counters where an earlier step left partial sums. Before the fix (the counters
 // were zeroed only by the workspace allocation and by the last block of each tensor) those
 // counters started at stale values, no block was the "last" one, the norms were never written
-// and the update read stale partial sums as norms: with these sizes (chunks 2, 1, 3, 1, 5, 1 of
-// 4096 elements) step 2 ({1, 4}: counters at byte 16 * (6 + 2) = 128, step 1's partial of
-// tensor 4's third chunk) and step 3 ({2, 5}: counters at byte 96, step 1's partials again) read
-// chunk sums of squares of tensor 4 as the norms of tensors 1, 2 and 5. Tensors have different
-// parameter and gradient scales, so a trust ratio from the wrong norms is off by orders of
-// magnitude, far outside the bounds of expect_close. The same scenario in double against a
-// hand-written reference: tests/optim/test_lars_lamb_shrink.cpp.
+// and the update read stale partial sums as norms. With these sizes (chunks 2, 1, 3, 1, 5, 1 of
+// 4096 elements; 13 chunks and 6 tensors at step 1, counters at byte 16 * 19 = 304):
+//   step 2, list {1, 4}: counters at byte 16 * (6 + 2) = 128, on step 1's partial of tensor 4's
+//     second chunk; the norms of tensors 1 and 4 are read from bytes 96..128: step 1's sums of
+//     squares of tensor 3 and of tensor 4's first chunk;
+//   step 3, list {2, 5}: counters at byte 16 * (4 + 2) = 96, where step 2 never wrote its norms
+//     (step 1's partials again); the norms of tensors 2 and 5 are step 2's sums of squares of
+//     tensor 4's last two chunks.
+// Tensors have different parameter and gradient scales, so a trust ratio from the wrong norms is
+// off by orders of magnitude, far outside the bounds of expect_close. The same scenario in double
+// against a hand-written reference: tests/optim/test_lars_lamb_shrink.cpp.
 class OptimCudaShrinkingList : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(OptimCudaShrinkingList, MatchesCpu) {

@@ -5,6 +5,10 @@
 #       gpu-run on a minimal archive with its test hook: a stage that sleeps past its cap is
 #       killed (with its children) and recorded as "timeout", the run returns within cap + a small
 #       margin, and a stage cap larger than the deadline is cut to the deadline.
+#   test_gpu_route.sh summary
+#       bench/summarize.py on a log folder in the formats a GPU run leaves (gtest XML with a
+#       failure and a skip, Google Benchmark JSON with an error row, sanitizer logs, training
+#       metrics): counts, ratios, geometric means and step times come out right.
 #   test_gpu_route.sh rehearsal BUILD_DIR
 #       gpu-pack --build-dir BUILD_DIR (packs the binaries already built there; builds nothing);
 #       the archive is under 30 MiB; unpacked in an empty folder with LD_LIBRARY_PATH set to the
@@ -94,6 +98,79 @@ case "$mode" in
     ((failures)) && { echo "--- gpu-run output (1)"; cat "$tmp/r1.log"; echo "--- (2)"; cat "$tmp/r2.log"; }
     ;;
 
+  summary)
+    # bench/summarize.py on a log folder in the formats gpu-run collects (gtest XML, Google
+    # Benchmark JSON, compute-sanitizer logs, metrics.jsonl), as a GPU run would leave it.
+    w=$tmp/logs
+    mkdir -p "$w"/{tests,bench,sanitizer,e2e/resnet50,e2e/resnet20}
+    printf 'stage\tstatus\tseconds\tcap\nsmoke\tpass\t1\t10\ntests\tpass\t40\t90\nmemcheck\ttimeout\t95\t95\n' \
+      >"$w/stages.tsv"
+    echo '{"gpu": "NVIDIA H200", "driver": "580.159.03", "commit": "abc123", "deadline_s": 500}' >"$w/meta.json"
+    cat >"$w/tests/pb_cuda_tests.xml" <<'XML'
+<?xml version="1.0" encoding="UTF-8"?>
+<testsuites tests="3" failures="1" disabled="0" errors="0" time="1" name="AllTests">
+  <testsuite name="GemmCuda" tests="3" failures="1" disabled="0" skipped="1" errors="0" time="1">
+    <testcase name="MatchesCpuAllTransposes" status="run" result="completed" time="0.5" classname="GemmCuda" />
+    <testcase name="BetaOneAccumulates" status="run" result="completed" time="0.1" classname="GemmCuda">
+      <failure message="test_gemm_cuda.cpp:220&#x0A;Expected equality" type=""><![CDATA[x]]></failure>
+    </testcase>
+    <testcase name="EmptyAndInvalidShapes" status="run" result="skipped" time="0" classname="GemmCuda">
+      <skipped message="no CUDA device"><![CDATA[no CUDA device]]></skipped>
+    </testcase>
+  </testsuite>
+</testsuites>
+XML
+    cat >"$w/bench/pb_bench_gemm_cuda.json" <<'JSON'
+{"context": {}, "benchmarks": [
+ {"name": "gemm/4096^3_NN/manual_time", "run_type": "iteration", "real_time": 5.0, "time_unit": "ms",
+  "TFLOP/s": 27.5, "cublas_TFLOP/s": 50.0, "ratio_vs_cublas": 0.55},
+ {"name": "gemm/2048^3_NN/manual_time", "run_type": "iteration", "real_time": 1.0, "time_unit": "ms",
+  "TFLOP/s": 17.2, "cublas_TFLOP/s": 21.5, "ratio_vs_cublas": 0.8},
+ {"name": "gemm/odd/manual_time", "run_type": "iteration", "error_occurred": true,
+  "error_message": "result differs", "real_time": 0.0, "time_unit": "ms"}]}
+JSON
+    cat >"$w/bench/pb_bench_optim_cuda.json" <<'JSON'
+{"benchmarks": [{"name": "BM_FusedUpdate/adam/manual_time", "run_type": "iteration",
+  "real_time": 200.0, "time_unit": "us", "GB/s": 3600.0, "copy_GB/s": 4000.0, "copy_frac": 0.9,
+  "params": 25557032, "tensors": 161}]}
+JSON
+    echo '{"copy_GB/s": 4000.0, "fused": {"us": 180.0, "GB/s": 4000.0, "copy_frac": 1.0},
+      "foreach": {"us": 400.0, "GB/s": 1800.0, "copy_frac": 0.45}}' >"$w/bench/pytorch_fused_adam.json"
+    printf '========= ERROR SUMMARY: 0 errors\n' >"$w/sanitizer/racecheck.log"
+    printf '========= ERROR SUMMARY: 2 errors\n' >"$w/sanitizer/memcheck.log"
+    for s in 5 10 15; do
+      echo "{\"step\": $s, \"examples_per_sec\": $((s == 5 ? 100 : 640))}" >>"$w/e2e/resnet50/metrics.jsonl"
+    done
+    echo '{"model": "resnet50", "step_ms": 50.0}' >"$w/e2e/pytorch_resnet50.json"
+    python3 "$root/bench/summarize.py" --work "$w" --out "$tmp/out" >/dev/null
+    check "summarize.py writes summary.json and summary.md" test -s "$tmp/out/summary.md"
+    check "summary.json holds what the inputs say" python3 - "$tmp/out/summary.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+t = s["test_counts"]
+assert (t["total"], t["passed"], t["failed"], t["skipped"]) == (3, 1, 1, 1), t
+assert [c["name"] for c in s["tests"] if c["status"] == "failed"] == ["GemmCuda.BetaOneAccumulates"]
+rows = {r["name"]: r for r in s["benchmarks"]}
+assert rows["gemm/4096^3_NN/manual_time"]["ratio_vs_cublas"] == 0.55
+assert rows["gemm/odd/manual_time"]["error"] == "result differs"
+adam = rows["BM_FusedUpdate/adam/manual_time"]
+assert abs(adam["ratio_vs_torch_fused"] - 0.9) < 1e-12, adam
+assert "params" not in adam and "copy_GB/s" in adam
+assert rows["torch.optim.Adam(fused=True)"]["GB/s"] == 4000.0
+g = s["geomean_ratios"]["pb_bench_gemm_cuda:ratio_vs_cublas"]
+assert abs(g - (0.55 * 0.8) ** 0.5) < 1e-12, g
+assert s["sanitizers"]["memcheck"]["errors"] == 2 and s["sanitizers"]["racecheck"]["errors"] == 0
+assert s["sanitizers"]["synccheck"] is None
+e = s["e2e"]["resnet50"]
+assert abs(e["playbook_step_ms"] - 100.0) < 1e-9, e  # 64 / 640 examples/s, warm-up line dropped
+assert abs(e["ratio_vs_pytorch"] - 0.5) < 1e-9, e
+assert s["unfinished_stages"] == ["memcheck"], s["unfinished_stages"]
+assert s["meta"]["gpu"] == "NVIDIA H200"
+PY
+    check "summary.md lists the failed test and the ratios" bash -c "grep -q 'FAILED GemmCuda.BetaOneAccumulates' '$tmp/out/summary.md' && grep -q 'ratio_vs_cublas 0.550' '$tmp/out/summary.md' && grep -q '| resnet50 | 64 | 100.00 | 50.00 | 0.500 |' '$tmp/out/summary.md'"
+    ((failures)) && cat "$tmp/out/summary.md"
+    ;;
+
   rehearsal)
     build_dir=${2:?usage: test_gpu_route.sh rehearsal BUILD_DIR}
     t0=$(now)
@@ -162,7 +239,7 @@ case "$mode" in
     ;;
 
   *)
-    echo "usage: test_gpu_route.sh timeout | rehearsal BUILD_DIR" >&2
+    echo "usage: test_gpu_route.sh timeout | summary | rehearsal BUILD_DIR" >&2
     exit 2
     ;;
 esac
