@@ -9,6 +9,7 @@
 #include <exception>
 #include <iostream>
 
+#include "cli/report.h"
 #include "cli/study.h"
 #include "runtime/config/config.h"
 #include "runtime/core/device.h"
@@ -81,8 +82,10 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--device", eval_device, "auto, cpu, cuda or cuda:N")->capture_default_str();
 
   pb::cli::StudyCommands study_commands(app);
+  pb::cli::ReportCommands report_commands(app);
   CLI11_PARSE(app, argc, argv);
   if (const auto rc = study_commands.run()) return *rc;
+  if (const auto rc = report_commands.run()) return *rc;
   try {
     if (app.got_subcommand("info")) return run_info();
     if (app.got_subcommand("train")) {

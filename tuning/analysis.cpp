@@ -422,7 +422,14 @@ StudyAnalysis analyze_study(const StudyData& study, const AnalysisOptions& optio
     else if (t.status == TrialStatus::Infeasible)
       objectives.push_back(std::nullopt);
   }
-  out.sampling = sampling_check(objectives, study.minimize, options);
+  AnalysisOptions sampling_options = options;
+  if (!study.reruns.empty()) {
+    out.variance = trial_variance(study.reruns, study.minimize);
+    // A measured trial std is the meaningful difference for "do more trials help".
+    if (!options.trial_std && std::isfinite(out.variance->pooled_std))
+      sampling_options.trial_std = out.variance->pooled_std;
+  }
+  out.sampling = sampling_check(objectives, study.minimize, sampling_options);
 
   // Verdicts, most important first.
   auto& v = out.verdicts;
@@ -448,6 +455,7 @@ StudyAnalysis analyze_study(const StudyData& study, const AnalysisOptions& optio
   for (const auto& d : out.curves)
     for (const auto& f : d.findings)
       if (f.fired) v.push_back(fmt::format("Trial {} curve: {}", d.trial, f.detail));
+  if (out.variance) v.push_back("Trial variance: " + out.variance->verdict);
   for (const auto& p : out.isolation_plots) v.push_back("Isolation: " + p.verdict);
   return out;
 }

@@ -42,6 +42,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -96,6 +97,11 @@ struct TrialResult {
   std::string run_dir;
 };
 
+struct RerunGroup {
+  std::string label;               // e.g. "trial 7"
+  std::vector<double> objectives;  // one per seed
+};
+
 struct StudyData {
   std::string name;
   std::string objective = "val_error";
@@ -106,6 +112,9 @@ struct StudyData {
   std::string study_file;  // the study's TOML, verbatim (shown in the report)
   std::string study_dir;
   std::vector<std::string> warnings;  // problems met while loading (missing metrics, ...)
+  // The study's row of the tracking table (`playbook studies`), as (column, value) pairs.
+  std::vector<std::pair<std::string, std::string>> tracking;
+  std::vector<RerunGroup> reruns;  // reruns of the best trials with new seeds, when any
 };
 
 // ---- options -----------------------------------------------------------------------------------
@@ -250,10 +259,6 @@ struct SamplingCheck {
 SamplingCheck sampling_check(const std::vector<std::optional<double>>& objectives, bool minimize,
                              const AnalysisOptions& options = {});
 
-struct RerunGroup {
-  std::string label;               // e.g. "trial 7"
-  std::vector<double> objectives;  // one per seed
-};
 struct RerunStats {
   std::string label;
   int n = 0;
@@ -284,7 +289,8 @@ struct StudyAnalysis {
   std::vector<BoundaryCheck> boundaries;
   std::vector<CurveDiagnosis> curves;  // the best curve_trials trials
   SamplingCheck sampling;
-  std::vector<std::string> verdicts;  // every verdict, one sentence each, most important first
+  std::optional<TrialVariance> variance;  // when the study carries reruns
+  std::vector<std::string> verdicts;      // every verdict, one sentence each, most important first
 };
 
 StudyAnalysis analyze_study(const StudyData& study, const AnalysisOptions& options = {});

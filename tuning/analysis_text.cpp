@@ -60,6 +60,7 @@ std::string analysis_text(const StudyData& study, const StudyAnalysis& a) {
     }
   }
   s += "\nSampled enough? " + a.sampling.verdict + "\n";
+  if (a.variance) s += "Trial variance: " + a.variance->verdict + "\n";
   return s;
 }
 
@@ -119,6 +120,23 @@ nlohmann::json analysis_json(const StudyData& study, const StudyAnalysis& a) {
       {"gain", num(a.sampling.gain)},           {"band", num(a.sampling.band)},
       {"tolerance", num(a.sampling.tolerance)}, {"more_trials_help", a.sampling.more_trials_help},
       {"verdict", a.sampling.verdict},          {"curve", curve}};
+  if (a.variance) {
+    json groups = json::array();
+    for (const auto& g : a.variance->groups)
+      groups.push_back({{"label", g.label},
+                        {"n", g.n},
+                        {"mean", g.mean},
+                        {"std", g.std},
+                        {"min", g.min},
+                        {"max", g.max}});
+    j["trial_variance"] = {{"groups", groups},
+                           {"pooled_std", num(a.variance->pooled_std)},
+                           {"top_gap", num(a.variance->top_gap)},
+                           {"gap_stderr", num(a.variance->gap_stderr)},
+                           {"gap_exceeds_noise", a.variance->gap_exceeds_noise},
+                           {"ranges_overlap", a.variance->ranges_overlap},
+                           {"verdict", a.variance->verdict}};
+  }
   return j;
 }
 
