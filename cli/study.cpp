@@ -78,6 +78,30 @@ int run_study(const std::string& file, std::string dir, int workers, const std::
   return rc;
 }
 
+int run_plan(const std::string& file) {
+  const tuning::TrainRules rules = train_rules();
+  const tuning::StudySpec spec = tuning::load_study_file(file, &rules);
+  fmt::print("study {}: {} trials ({} per scientific combination x {} combinations), seed {}\n",
+             spec.name, spec.total_trials(), spec.trials, spec.scientific_combinations(),
+             spec.seed);
+  for (const tuning::SearchParam& p : spec.search) {
+    fmt::print("  {:<11} {:<28} {}\n", tuning::to_string(p.role), p.key,
+               p.values.empty()
+                   ? fmt::format("{} {} [{}, {}]", tuning::to_string(p.type),
+                                 tuning::to_string(p.scale), p.min, p.max)
+                   : fmt::format("{} of {} values", tuning::to_string(p.type), p.values.size()));
+  }
+  for (const std::string& o : spec.fixed) fmt::print("  {:<11} {}\n", "fixed", o);
+  for (int64_t i = 0; i < spec.total_trials(); ++i) {
+    std::vector<std::string> parts;
+    for (const tuning::Assignment& a : tuning::trial_params(spec, static_cast<uint64_t>(i))) {
+      parts.push_back(a.name + "=" + tuning::to_string(a.value));
+    }
+    fmt::print("trial {:>4}: {}\n", i, fmt::join(parts, " "));
+  }
+  return 0;
+}
+
 int run_work(const std::string& dir, const std::string& device, int threads) {
   install_stop_handlers();
   tuning::WorkerOptions opt;
@@ -173,6 +197,12 @@ StudyCommands::StudyCommands(CLI::App& app) {
   run_->add_option("--devices", devices_,
                    "Comma-separated devices for the workers: cuda:0,cuda:1 or cpu");
 
+  plan_ = study_->add_subcommand(
+      "plan", "Validate a study file and print its trials' parameters without running them");
+  plan_->add_option("study", study_file_, "The study file (TOML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+
   work_ = study_->add_subcommand(
       "work", "One worker: claim and run trials of a study directory until none remain");
   work_->add_option("study_dir", dir_, "The study directory")->required();
@@ -200,13 +230,17 @@ std::optional<int> StudyCommands::run() {
   try {
     if (studies_->parsed()) return run_studies(root_, format_);
     if (run_->parsed()) return run_study(study_file_, dir_, workers_, devices_);
+    if (plan_->parsed()) return run_plan(study_file_);
     if (work_->parsed()) return run_work(dir_, device_, threads_);
     if (status_->parsed()) return run_status(dir_);
     if (best_->parsed()) return run_best(dir_);
     if (export_->parsed()) return run_export(dir_, out_);
+  } catch (const tuning::StudyError& e) {
+    fmt::print(stderr, "playbook: error: {}\n", e.what());
+    return 2;  // a bad study file: nothing was created
   } catch (const std::exception& e) {
     fmt::print(stderr, "playbook: error: {}\n", e.what());
-    return 2;
+    return 1;
   }
   return 1;
 }

@@ -1,6 +1,7 @@
 #pragma once
 // The study subcommands of `playbook`:
 //   playbook study run STUDY.toml [--dir STUDY_DIR] [--workers N] [--devices cuda:0,cuda:1|cpu]
+//   playbook study plan STUDY.toml                                 (validate, list trials)
 //   playbook study work STUDY_DIR [--device D] [--threads T]     (one worker; run starts these)
 //   playbook study status STUDY_DIR
 //   playbook study best STUDY_DIR
@@ -24,6 +25,7 @@ class StudyCommands {
  private:
   CLI::App* study_ = nullptr;
   CLI::App* run_ = nullptr;
+  CLI::App* plan_ = nullptr;
   CLI::App* work_ = nullptr;
   CLI::App* status_ = nullptr;
   CLI::App* best_ = nullptr;

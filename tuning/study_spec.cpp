@@ -172,7 +172,7 @@ SearchParam parse_dim(const fs::path& file, const RawDim& raw, const config::Sch
         file, where + ".role", get_string(file, where + ".role", *n),
         {{"scientific", Role::Scientific}, {"nuisance", Role::Nuisance}, {"fixed", Role::Fixed}});
   }
-  const config::KeySpec* spec = schema ? schema->find(raw.key) : nullptr;
+  const config::KeySpec* spec = schema ? schema->find_any(raw.key) : nullptr;
   if (p.role == Role::Fixed) {
     const toml::node* value = t.get("value");
     if (!value) fail_key(file, where, "a fixed dimension needs value = ...");
@@ -302,6 +302,24 @@ std::string strip_source(const std::string& msg, const fs::path& base) {
     if (colon != std::string::npos) return msg.substr(colon + 2);
   }
   return msg;
+}
+
+// Every key a config can have: the plain keys and the keys of every entry of each choice section
+// ("optimizer.beta2" exists once optimizer.name = "adam"), for did-you-mean.
+std::vector<std::string> every_key(const config::Schema& schema) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& key) {
+    if (std::find(out.begin(), out.end(), key) == out.end()) out.push_back(key);
+  };
+  for (const config::KeySpec& k : schema.keys()) {
+    add(k.key);
+    if (!schema.is_selector(k.key)) continue;
+    for (const std::string& value : k.allowed) {
+      const config::Schema chosen = schema.resolve_choices({{k.key, value}});
+      for (const config::KeySpec& c : chosen.keys()) add(c.key);
+    }
+  }
+  return out;
 }
 
 bool in_bound(double x, const std::optional<config::Bound>& b, bool lower) {
@@ -553,19 +571,18 @@ void validate_space(const StudySpec& spec, const TrainRules& rules) {
   const fs::path& file = spec.file;
   if (!rules.schema) return;
   const config::Schema& schema = *rules.schema;
-  std::vector<std::string> all_keys;
-  for (const config::KeySpec& k : schema.keys()) all_keys.push_back(k.key);
+  const std::vector<std::string> all_keys = every_key(schema);
 
   // 1. Keys, types and ranges, each against its key spec.
   for (const std::string& o : spec.fixed) {
     const std::string key = o.substr(0, o.find('='));
-    if (!schema.find(key)) {
+    if (!schema.find_any(key)) {
       fail_key(file, "fixed." + key, "unknown key" + config::did_you_mean_hint(key, all_keys));
     }
   }
   for (const SearchParam& p : spec.search) {
     const std::string where = "search." + p.key;
-    const config::KeySpec* k = schema.find(p.key);
+    const config::KeySpec* k = schema.find_any(p.key);
     if (!k) fail_key(file, where, "unknown key" + config::did_you_mean_hint(p.key, all_keys));
     const std::string range = k->range_str();
     auto check_number = [&](double x, std::string_view what) {
