@@ -250,6 +250,72 @@ TEST(TrainCli, BadInputsGiveOneLineErrorsAndLeaveNoRun) {
   EXPECT_EQ(read_file(tmp / "taken" / "metrics.jsonl"), "{}\n");
 }
 
+// Every cross-key rule is checked before anything is created: the command fails with exit code 2
+// and a message naming the keys, leaves no run directory, and so fails the same way when run
+// again (never with "already exists").
+TEST(TrainCli, CrossKeyErrorsCreateNothing) {
+  TempDir tmp("pb-train-cross");
+  const std::string base = R"(
+[model]
+name = "mlp"
+hidden = [8]
+[data]
+dataset = "synthetic"
+synthetic_shape = [1, 4, 4]
+synthetic_classes = 3
+synthetic_count = 64
+validation_size = 16
+[optimizer]
+learning_rate = 0.1
+[train]
+batch_size = 16
+eval_batch_size = 16
+max_train_steps = 4
+log_every = 2
+eval_every = 2
+checkpoint_every = 2
+device = "cpu"
+)";
+  write_file(tmp / "cfg.toml", base);
+  struct Case {
+    std::vector<std::string> set;
+    std::vector<std::string> keys;
+  };
+  const std::vector<Case> cases = {
+      {{"model.norm=ghost", "model.virtual_batch_size=6"},
+       {"train.batch_size", "model.virtual_batch_size", "model.norm"}},
+      {{"train.eval_batch_size=8"}, {"train.eval_batch_size", "train.batch_size"}},
+      {{"train.checkpoint_every=3"}, {"train.checkpoint_every", "train.log_every"}},
+      {{"schedule.name=cosine", "schedule.warmup_steps=4"},
+       {"schedule.warmup_steps", "train.max_train_steps"}},
+      {{"model.name=resnet", "model.norm=layer"}, {"model.norm", "model.name"}},
+      {{"data.synthetic_shape=[1, 4]"}, {"data.synthetic_shape"}},
+      {{"optimizer.name=sgd", "optimizer.momentum=0.9"}, {"optimizer.momentum", "optimizer 'sgd'"}},
+      {{"schedule.name=step"}, {"schedule.step_size"}},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"train", (tmp / "cfg.toml").string(), "--out",
+                                     (tmp / "run").string()};
+    for (const std::string& s : c.set) args.insert(args.end(), {"--set", s});
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const auto r = run_playbook(args, tmp / "io");
+      EXPECT_EQ(r.exit_code, 2) << c.set[0] << ": " << r.err;
+      for (const std::string& key : c.keys) {
+        EXPECT_NE(r.err.find(key), std::string::npos) << key << " not in: " << r.err;
+      }
+      EXPECT_EQ(r.err.find("already exists"), std::string::npos) << r.err;
+      EXPECT_FALSE(fs::exists(tmp / "run")) << c.set[0] << ": left a run directory";
+    }
+  }
+  // The alias of the learning rate is accepted on the command line and written canonically.
+  const auto ok = run_playbook({"train", (tmp / "cfg.toml").string(), "--out",
+                                (tmp / "run").string(), "--set", "optimizer.lr=0.0625"},
+                               tmp / "io");
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(read_file(tmp / "run" / "config.toml").find("learning_rate = 0.0625"),
+            std::string::npos);
+}
+
 TEST(TrainCli, DivergenceStopsWithItsOwnExitCodeAndStatus) {
   SKIP_WITHOUT_FASHION_MNIST();
   TempDir tmp("pb-train-diverge");
