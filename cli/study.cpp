@@ -12,6 +12,7 @@
 
 #include "train/config.h"
 #include "tuning/process.h"
+#include "tuning/sqlite_store.h"
 #include "tuning/study.h"
 #include "tuning/worker.h"
 
@@ -167,6 +168,15 @@ int run_export(const std::string& dir, const std::string& out) {
   return 0;
 }
 
+int run_note(const std::string& dir, const std::string& text, bool append) {
+  const tuning::Study study = tuning::load_study(dir);
+  std::string notes = text;
+  if (append && !study.record.notes.empty()) notes = study.record.notes + "; " + text;
+  tuning::open_study_store(dir)->set_notes(notes);
+  fmt::print("notes of {}: {}\n", study.record.name, notes);
+  return 0;
+}
+
 int run_studies(const std::string& root, const std::string& format) {
   tuning::TableFormat f = tuning::TableFormat::Text;
   if (format == "csv") {
@@ -218,6 +228,12 @@ StudyCommands::StudyCommands(CLI::App& app) {
   export_->add_option("study_dir", dir_, "The study directory")->required();
   export_->add_option("--out", out_, "Output file (default: standard output)");
 
+  note_ = study_->add_subcommand(
+      "note", "Set the study's notes, shown in the tracking table (--append to add to them)");
+  note_->add_option("study_dir", dir_, "The study directory")->required();
+  note_->add_option("text", note_text_, "The notes")->required();
+  note_->add_flag("--append", append_, "Append to the notes instead of replacing them");
+
   studies_ = app.add_subcommand("studies", "The tracking table of every study under a folder");
   studies_->add_option("root", root_, "Folder holding study directories")->capture_default_str();
   studies_->add_option("--format", format_, "text, csv or md")
@@ -235,6 +251,7 @@ std::optional<int> StudyCommands::run() {
     if (status_->parsed()) return run_status(dir_);
     if (best_->parsed()) return run_best(dir_);
     if (export_->parsed()) return run_export(dir_, out_);
+    if (note_->parsed()) return run_note(dir_, note_text_, append_);
   } catch (const tuning::StudyError& e) {
     fmt::print(stderr, "playbook: error: {}\n", e.what());
     return 2;  // a bad study file: nothing was created

@@ -6,6 +6,7 @@
 //   playbook study status STUDY_DIR
 //   playbook study best STUDY_DIR
 //   playbook study export STUDY_DIR [--out FILE.csv]
+//   playbook study note STUDY_DIR TEXT [--append]                  (the notes of the table)
 //   playbook studies [ROOT] [--format text|csv|md]                (the tracking table)
 // Registered on the app before parsing; run() handles the one that was given.
 #include <CLI/CLI.hpp>
@@ -30,8 +31,11 @@ class StudyCommands {
   CLI::App* status_ = nullptr;
   CLI::App* best_ = nullptr;
   CLI::App* export_ = nullptr;
+  CLI::App* note_ = nullptr;
   CLI::App* studies_ = nullptr;
   std::string study_file_, dir_, devices_, device_, out_, root_ = "studies", format_ = "text";
+  std::string note_text_;
+  bool append_ = false;
   int workers_ = 0, threads_ = 0;
 };
 

@@ -178,15 +178,21 @@ const TrialRecord* best_trial(const Study& study) {
   return best;
 }
 
+namespace {
+// The base config as a user in the current directory would name it: relative when below it.
+std::string display_base(const Study& study) {
+  fs::path base = (fs::path(study.record.origin_dir) / study.spec.base).lexically_normal();
+  std::error_code ec;
+  const fs::path rel = fs::relative(base, fs::current_path(), ec);
+  if (!ec && !rel.empty() && rel.native().rfind("..", 0) != 0) base = rel;
+  return base.string();
+}
+}  // namespace
+
 std::string reproduce_command(const Study& study, const TrialRecord& trial) {
   const ojson j = ojson::parse(trial.params_json, nullptr, false);
   if (study.spec.kind == TrialKind::Train) {
-    fs::path base = fs::path(study.record.origin_dir) / study.spec.base;
-    base = base.lexically_normal();
-    std::error_code ec;
-    const fs::path rel = fs::relative(base, fs::current_path(), ec);
-    if (!ec && !rel.empty() && rel.native().rfind("..", 0) != 0) base = rel;
-    std::string cmd = "playbook train " + shell_quote(base.string());
+    std::string cmd = "playbook train " + shell_quote(display_base(study));
     Params params;
     if (j.is_object()) {
       for (const auto& [k, v] : j.items()) {
@@ -266,7 +272,7 @@ TrackingRow tracking_row(const Study& study) {
   r.name = study.record.name;
   r.dir = study.dir.string();
   r.base = study.spec.kind == TrialKind::Train
-               ? study.spec.base
+               ? display_base(study)
                : fmt::format("{}", fmt::join(study.spec.command, " "));
   r.notes = study.record.notes;
   r.counts = count_trials(study.trials);

@@ -215,8 +215,10 @@ int run_study_workers(const StudySpec& spec, const RunnerOptions& options) {
   for (;;) {
     const int requested = stops(options.stop_requests);
     while (forwarded < requested) {
+      // SIGTERM first, SIGINT then: two requests in a row must not merge into one pending
+      // signal in the worker.
       for (std::size_t k = 0; k < workers.size(); ++k) {
-        if (alive[k]) kill(workers[k], SIGTERM);
+        if (alive[k]) kill(workers[k], forwarded == 0 ? SIGTERM : SIGINT);
       }
       ++forwarded;
       out << (forwarded == 1 ? "stopping: no new trials; running trials finish (Ctrl-C again "
@@ -277,11 +279,13 @@ int run_study_workers(const StudySpec& spec, const RunnerOptions& options) {
           "[{}/{} done] {} running, {} infeasible, {} failed | best {} | ETA {}", done, c.total,
           c.running, c.infeasible, c.failed,
           best ? fmt::format("{:.6g} (trial {})", *best->objective, best->index) : "-", eta);
+      // A line when a count or the best changes (not for every tick of the ETA), and every 30 s.
+      const std::string key = progress.substr(0, progress.rfind(" | ETA"));
       const auto now = std::chrono::steady_clock::now();
-      if (progress != last_progress || now - last_print > std::chrono::seconds(30)) {
+      if (key != last_progress || now - last_print > std::chrono::seconds(30)) {
         fmt::print(out, "{}\n", progress);
         out.flush();
-        last_progress = progress;
+        last_progress = key;
         last_print = now;
       }
     }

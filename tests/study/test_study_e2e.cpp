@@ -479,6 +479,64 @@ TEST(StudyE2E, TwoRunnersShareTheWorkWithoutDuplicates) {
   EXPECT_GT(workers.size(), 2u) << "the workers of both runners took trials";
 }
 
+// ---- Ctrl-C ------------------------------------------------------------------------------------
+
+// Waits until `n` trials of the study run (the store exists once the runner created it).
+bool wait_running(const fs::path& study_dir, int n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(study_dir / "study.db")) {
+      try {
+        if (count_trials(load_study(study_dir).trials).running >= n) return true;
+      } catch (const std::exception&) {
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+TEST(StudyE2E, CtrlCLetsRunningTrialsFinishAndARerunResumes) {
+  TempDir tmp("pb_study_sigint");
+  write_objective_script(tmp.path(), 1.5);
+  write_file(tmp / "study.toml", command_study(6, 4));
+  const std::vector<std::string> args = {
+      "study",     "run", (tmp / "study.toml").string(), "--dir", (tmp / "st").string(),
+      "--workers", "2"};
+  // One Ctrl-C: no new trials; the two running ones complete.
+  pid_t runner = spawn_playbook(args, tmp / "out1.txt", tmp / "err1.txt");
+  ASSERT_TRUE(wait_running(tmp / "st", 2));
+  kill(runner, SIGINT);
+  EXPECT_EQ(wait_exit(runner), 130) << read_file(tmp / "err1.txt");
+  EXPECT_NE(read_file(tmp / "out1.txt").find("run the same command again to resume"),
+            std::string::npos);
+  StudyCounts c = count_trials(load_study(tmp / "st").trials);
+  EXPECT_EQ(c.completed, 2);
+  EXPECT_EQ(c.running, 0);
+  EXPECT_EQ(c.failed, 0);
+  EXPECT_EQ(c.pending, 4);
+  // Two Ctrl-Cs: the running trials are stopped at once and given back.
+  runner = spawn_playbook(args, tmp / "out2.txt", tmp / "err2.txt");
+  ASSERT_TRUE(wait_running(tmp / "st", 2));
+  const auto t0 = std::chrono::steady_clock::now();
+  kill(runner, SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(runner, SIGINT);
+  EXPECT_EQ(wait_exit(runner), 130) << read_file(tmp / "err2.txt");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1400));
+  c = count_trials(load_study(tmp / "st").trials);
+  EXPECT_EQ(c.completed, 2);
+  EXPECT_EQ(c.running, 0);
+  EXPECT_EQ(c.pending, 4);
+  // The same command again finishes the study; given-back trials count no attempt.
+  std::string out;
+  ASSERT_EQ(run_study(tmp.path(), {"--workers", "2"}, tmp / "scratch", &out), 0) << out;
+  for (const TrialRecord& t : load_study(tmp / "st").trials) {
+    EXPECT_EQ(t.status, TrialStatus::Completed);
+    EXPECT_EQ(t.attempts, 1) << "trial " << t.index;
+  }
+}
+
 // ---- acceptance 5: bad study files -----------------------------------------------------------
 
 TEST(StudyE2E, BadStudyFilesAreOneLineErrorsBeforeAnyTrial) {
