@@ -16,7 +16,8 @@
 #       archive, except glibc's and the CUDA driver/toolkit ones; RUNPATHs are $ORIGIN-relative;
 #       the packed scripts/gpu-run runs to the end as on a machine without a device (the smoke
 #       stage runs every packed binary, the CUDA stages are "skipped (no device)") and writes its
-#       summary.
+#       summary; then again with a fake nvidia-smi and compute-sanitizer, so that every stage runs
+#       its real commands here and leaves its results where bench/summarize.py reads them.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -235,6 +236,54 @@ PY
       python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['meta']; sys.exit(0 if m['commit'] not in ('', 'unknown') and m['have_device'] is False else 1)" \
       "$tmp/res/summary.json"
     check "ldd found every library there" grep -q "ldd: every library found" "$tmp/run.log"
+
+    # Once more with a fake nvidia-smi and a fake compute-sanitizer (which runs the program and
+    # prints a clean summary): every stage runs its real commands on this machine, where the
+    # CUDA tests skip, the benchmarks report "no CUDA device", playbook train refuses cuda and
+    # PyTorch is absent. Each stage must finish (pass or fail, never timeout) and leave its
+    # results where summarize.py reads them.
+    mkdir -p "$tmp/fake"
+    printf '%s\n' '#!/bin/bash' \
+      'if [[ "$*" == *query-gpu* ]]; then echo "Fake GPU, 999.1"; else echo "fake nvidia-smi"; fi' \
+      >"$tmp/fake/nvidia-smi"
+    printf '%s\n' '#!/bin/bash' 'tool=memcheck; args=()' \
+      'while (($#)); do case "$1" in --tool) tool=$2; shift 2 ;; --leak-check|--error-exitcode) shift 2 ;; *) args+=("$1"); shift ;; esac; done' \
+      'echo "== fake compute-sanitizer $tool: ${args[*]}"; "${args[@]}" >/dev/null 2>&1; rc=$?' \
+      'echo "========= ERROR SUMMARY: 0 errors"; exit $rc' >"$tmp/fake/compute-sanitizer"
+    chmod +x "$tmp/fake/nvidia-smi" "$tmp/fake/compute-sanitizer"
+    t1=$(now)
+    PATH="$tmp/fake:$PATH" "$x/scripts/gpu-run" "$tmp/p.tgz" "$tmp/res2" --deadline 120 \
+      >"$tmp/run2.log" 2>&1
+    t2=$(now)
+    check "with a (fake) device gpu-run ends within 120 s" elapsed_below "$t1" "$t2" 120
+    for st in smoke tests bench_compute memcheck bench_memory e2e race_sync; do
+      check "stage $st ran to its end" python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))
+st = next(st for st in s["stages"] if st["stage"] == sys.argv[2])
+sys.exit(0 if st["status"] == "pass" or st["status"].startswith("fail") else 1)' "$tmp/res2/summary.json" "$st"
+    done
+    mkdir -p "$tmp/logs2"
+    tar -xzf "$tmp/res2/logs.tgz" -C "$tmp/logs2"
+    for f in tests/pb_cuda_tests.xml bench/pb_bench_gemm_cuda.json bench/pb_bench_conv2d_cuda-fprop.json \
+      bench/pb_bench_conv2d_cuda-wgrad.json bench/pb_bench_memory_cuda.json bench/pb_bench_optim_cuda.json \
+      sanitizer/memcheck.log sanitizer/racecheck.log sanitizer/synccheck.log e2e/resnet50.log \
+      e2e/resnet20.log nvidia-smi.txt; do
+      check "logs.tgz holds $f" test -s "$tmp/logs2/logs/$f"
+    done
+    check "the tests stage ran every CUDA test (skipped here)" python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["test_counts"]
+sys.exit(0 if t["total"] > 50 and t["failed"] == 0 else 1)' "$tmp/res2/summary.json"
+    check "memcheck ran without caching and without the deliberate OOM test" \
+      grep -q "gtest_filter=-DeviceCuda.OutOfMemoryFromCudaMallocLeavesNoStickyError" \
+      "$tmp/logs2/logs/sanitizer/memcheck.log"
+    check "racecheck ran suite by suite" test "$(grep -c "fake compute-sanitizer racecheck" \
+      "$tmp/logs2/logs/sanitizer/racecheck.log")" -ge 5
+    check "playbook train got as far as choosing the device" \
+      grep -q "CUDA device" "$tmp/logs2/logs/e2e/resnet50.log"
+    ((failures)) && cat "$tmp/run2.log"
+    grep "gpu-run \[" "$tmp/run.log" "$tmp/run2.log" | sed "s/^.*gpu-run/gpu-run/"
     echo "rehearsal took $(python3 -c "import sys; print(round(float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$(now)") s"
     ;;
 
