@@ -149,7 +149,7 @@ int run_best(const std::string& dir) {
   fmt::print("best trial {}: {} = {:.6g}{}\n", best->index, study.spec.objective.metric,
              *best->objective, best->best_step ? fmt::format(" at step {}", *best->best_step) : "");
   for (const auto& [k, v] : tuning::params_of(*best)) fmt::print("  {} = {}\n", k, v);
-  fmt::print("run directory: {}\n", (fs::path(dir) / best->run_dir).string());
+  fmt::print("run directory: {}\n", (fs::path(dir) / tuning::run_dir_of(study, *best)).string());
   fmt::print("reproduce: {}\n", tuning::reproduce_command(study, *best));
   return 0;
 }

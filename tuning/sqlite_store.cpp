@@ -130,7 +130,7 @@ SqliteStore::SqliteStore(const fs::path& db_file) : file_(db_file) {
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=NORMAL");
   exec(
-      "CREATE TABLE IF NOT EXISTS study (name TEXT NOT NULL, spec_text TEXT NOT NULL, "
+      "CREATE TABLE IF NOT EXISTS studies (name TEXT NOT NULL, spec_text TEXT NOT NULL, "
       "spec_file TEXT NOT NULL, origin_dir TEXT NOT NULL, notes TEXT NOT NULL, "
       "created REAL NOT NULL, total_trials INTEGER NOT NULL)");
   exec(
@@ -163,7 +163,7 @@ void SqliteStore::fail(const std::string& what) {
 bool SqliteStore::create(const StudyRecord& study, const std::vector<NewTrial>& trials) {
   Transaction tx(*this);
   {
-    Statement q(*this, "SELECT spec_text FROM study");
+    Statement q(*this, "SELECT spec_text FROM studies");
     if (q.step()) {
       if (q.text(0) != study.spec_text) {
         throw StoreError(fmt::format(
@@ -175,7 +175,7 @@ bool SqliteStore::create(const StudyRecord& study, const std::vector<NewTrial>& 
     }
   }
   Statement ins(*this,
-                "INSERT INTO study (name, spec_text, spec_file, origin_dir, notes, created, "
+                "INSERT INTO studies (name, spec_text, spec_file, origin_dir, notes, created, "
                 "total_trials) VALUES (?, ?, ?, ?, ?, ?, ?)");
   ins.bind(1, study.name)
       .bind(2, study.spec_text)
@@ -197,7 +197,7 @@ bool SqliteStore::create(const StudyRecord& study, const std::vector<NewTrial>& 
 std::optional<StudyRecord> SqliteStore::study() {
   Statement q(*this,
               "SELECT name, spec_text, spec_file, origin_dir, notes, created, total_trials FROM "
-              "study");
+              "studies");
   if (!q.step()) return std::nullopt;
   StudyRecord r;
   r.name = q.text(0);
@@ -349,7 +349,7 @@ bool SqliteStore::release(int64_t index, const std::string& worker) {
 }
 
 void SqliteStore::set_notes(const std::string& notes) {
-  Statement u(*this, "UPDATE study SET notes = ?");
+  Statement u(*this, "UPDATE studies SET notes = ?");
   u.bind(1, notes);
   u.step();
 }

@@ -6,9 +6,11 @@
 // can never claim the same trial.
 //
 // Tables (portable SQL: TEXT, INTEGER, REAL only):
-//   study(name, spec_text, spec_file, origin_dir, notes, created, total_trials)   one row
+//   studies(name, spec_text, spec_file, origin_dir, notes, created, total_trials)   one row
 //   trials(idx PRIMARY KEY, params, status, reason, worker, heartbeat, attempts, failures,
 //          run_dir, objective, best_step, metrics, started, finished)
+// params and metrics are JSON objects ({"optimizer.learning_rate": 0.05}); run_dir is the
+// trial's directory relative to the study directory.
 #include <filesystem>
 #include <memory>
 

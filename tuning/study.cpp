@@ -134,6 +134,11 @@ Study load_study(const fs::path& study_dir, const TrainRules* rules) {
   return s;
 }
 
+std::string run_dir_of(const Study& study, const TrialRecord& trial) {
+  if (study.spec.kind == TrialKind::Train) return (fs::path(trial.run_dir) / "run").string();
+  return trial.run_dir;
+}
+
 std::vector<std::pair<std::string, std::string>> params_of(const TrialRecord& trial) {
   std::vector<std::pair<std::string, std::string>> out;
   const ojson j = ojson::parse(trial.params_json, nullptr, false);
@@ -261,7 +266,7 @@ std::string export_csv(const Study& study) {
     out += ",";
     if (t.best_step) out += std::to_string(*t.best_step);
     out += ',';
-    out += csv_field(t.run_dir);
+    out += csv_field(run_dir_of(study, t));
     out += '\n';
   }
   return out;

@@ -39,6 +39,10 @@ void init_study(const std::filesystem::path& study_dir, const StudySpec& spec);
 // "trials/0007" for index 7 of a study with up to 10^4 trials (at least 4 digits).
 std::string trial_dir_name(int64_t index, int64_t total_trials);
 
+// The run directory of a trial relative to the study directory: trials/NNNN/run for kind =
+// train (what `playbook train --out` wrote), trials/NNNN for commands.
+std::string run_dir_of(const Study& study, const TrialRecord& trial);
+
 // The trial's parameters as (key, value text) pairs in search-space order.
 std::vector<std::pair<std::string, std::string>> params_of(const TrialRecord& trial);
 
@@ -55,7 +59,8 @@ const TrialRecord* best_trial(const Study& study);
 // directory when it is below it.
 std::string reproduce_command(const Study& study, const TrialRecord& trial);
 
-// CSV of every trial: index, every parameter, status, reason, objective, best_step, run_dir.
+// CSV of every trial: index, every parameter, status, reason, objective, best_step, run_dir
+// (run_dir_of).
 std::string export_csv(const Study& study);
 
 // One row of the tracking table (`playbook studies`).

@@ -47,6 +47,14 @@ const fs::path kRepo = fs::path(PLAYBOOK_SOURCE_DIR);
 void write_objective_script(const fs::path& dir, double sleep_s, int fail_index = -1) {
   std::ostringstream s;
   s << "#!/bin/sh\n"
+    // A run finding the lock of a live run of the same trial logs "dup" (zombies are dead).
+    << "lock=" << (dir / "lock_").string() << "$PLAYBOOK_TRIAL_INDEX\n"
+    << "if [ -f \"$lock\" ]; then other=$(cat \"$lock\"); "
+       "state=$(sed 's/.*) //' /proc/$other/stat 2>/dev/null | cut -c1); "
+       "if [ -n \"$state\" ] && [ \"$state\" != Z ]; then "
+       "echo \"dup $PLAYBOOK_TRIAL_INDEX $PPID\" >> "
+    << (dir / "ledger.txt") << "; fi; fi\n"
+    << "echo $$ > \"$lock\"\n"
     << "echo \"start $PLAYBOOK_TRIAL_INDEX $PPID\" >> " << (dir / "ledger.txt") << "\n"
     << "sleep " << sleep_s << "\n"
     << "if [ \"$PLAYBOOK_TRIAL_INDEX\" = \"" << fail_index
@@ -57,6 +65,7 @@ void write_objective_script(const fs::path& dir, double sleep_s, int fail_index 
        "0.5) ^ 2\n"
     << "  printf \"{\\\"objective\\\": %.17g, \\\"metrics\\\": {\\\"w\\\": %.17g}}\\n\", obj, "
        "v[\"width\"] > out }' \"$PLAYBOOK_TRIAL_PARAMS\"\n"
+    << "rm -f \"$lock\"\n"
     << "echo \"end $PLAYBOOK_TRIAL_INDEX $PPID\" >> " << (dir / "ledger.txt") << "\n";
   write_file(dir / "objective.sh", s.str());
 }
@@ -246,6 +255,15 @@ TEST(StudyE2E, CommandTrialsAreTheHaltonPointsAndTheBestIsFound) {
             0u)
       << csv.out;
   EXPECT_EQ(std::count(csv.out.begin(), csv.out.end(), '\n'), 17);
+  // The same directory with a changed study file is refused, not mixed.
+  write_file(tmp / "study.toml", command_study(16, 6));
+  const CliResult changed =
+      run_playbook({"study", "run", (tmp / "study.toml").string(), "--dir", (tmp / "st").string()},
+                   tmp / "scratch");
+  EXPECT_EQ(changed.exit_code, 1);
+  EXPECT_NE(changed.err.find("holds a study made from a different study file"), std::string::npos)
+      << changed.err;
+  EXPECT_EQ(load_study(tmp / "st").spec.seed, 5u);
   const CliResult table =
       run_playbook({"studies", tmp.path().string(), "--format", "csv"}, tmp / "scratch");
   EXPECT_EQ(table.exit_code, 0);
@@ -279,26 +297,16 @@ TEST(StudyE2E, KillsOfRunnerWorkersAndTrialsLoseAndDuplicateNothing) {
   EXPECT_EQ(*indices.begin(), 0);
   EXPECT_EQ(*indices.rbegin(), 23);
   EXPECT_GT(attempts, 24) << "no trial was interrupted: the kills hit nothing";
-  // No trial ever ran twice at the same time: in the ledger, a trial's next start always comes
-  // after its previous run ended or its worker was killed (then it never logs "end").
+  // No trial ever ran twice at the same time: no run found a live run of its trial holding the
+  // trial's lock, and every trial ran to its end at least once.
   std::ifstream ledger(tmp / "ledger.txt");
-  std::map<int64_t, int> open_runs;
   std::map<int64_t, int> ends;
   std::string word;
   int64_t index = 0;
   pid_t worker = 0;
-  std::map<int64_t, pid_t> running_on;
   while (ledger >> word >> index >> worker) {
-    if (word == "start") {
-      if (running_on.count(index)) {
-        // Started again: the previous worker must be gone.
-        EXPECT_NE(kill(running_on[index], 0), 0) << "trial " << index << " ran twice at once";
-      }
-      running_on[index] = worker;
-    } else {
-      ++ends[index];
-      running_on.erase(index);
-    }
+    EXPECT_NE(word, "dup") << "trial " << index << " ran twice at once";
+    if (word == "end") ++ends[index];
   }
   EXPECT_EQ(ends.size(), 24u);
 }
@@ -426,6 +434,9 @@ values = [16, 24]
   }
   EXPECT_GE(diverged, 1);
   EXPECT_GE(invalid, 1);
+  const CliResult csv = run_playbook({"study", "export", (tmp / "st").string()}, tmp / "scratch");
+  EXPECT_NE(csv.out.find(",infeasible,diverged at step "), std::string::npos) << csv.out;
+  EXPECT_NE(csv.out.find(",trials/0000/run\n"), std::string::npos) << csv.out;
   EXPECT_GE(completed, 1);
 
   TempDir cmd("pb_study_crash");
