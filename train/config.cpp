@@ -55,6 +55,10 @@ struct TrainSchema {
     data.bind(s, &DataConfig::synthetic_count, "data.synthetic_count", 4096,
               "synthetic dataset: number of examples")
         .at_least(1);
+    data.bind(s, &DataConfig::example_delay_us, "data.example_delay_us", 0,
+              "simulated storage latency: each example's read sleeps this many microseconds (0: "
+              "off); for studying input-bound training")
+        .at_least(0);
 
     // [optimizer] and [schedule]: choice sections over the registries.
     std::vector<config::Choice> optimizers;
@@ -131,9 +135,14 @@ struct TrainSchema {
         .at_most(1);
     train
         .bind(s, &TrainSettings::divergence_factor, "train.divergence_factor", 20.0,
-              "stop as diverged when the logged loss exceeds this multiple of the loss before "
-              "training")
+              "stop as diverged when a logged training loss exceeds this multiple of the loss "
+              "before the first update (or is not finite)")
         .greater_than(1);
+    train
+        .bind(s, &TrainSettings::memory_limit_mb, "train.memory_limit_mb", 0,
+              "cap on the memory the run may hold on its device in MiB (0: none); past it an "
+              "allocation fails as out of memory, as on a smaller device")
+        .at_least(0);
     s.check();
   }
 };

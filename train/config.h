@@ -49,6 +49,7 @@ struct DataConfig {
   std::vector<int64_t> synthetic_shape;  // synthetic only: (channels, height, width)
   int64_t synthetic_classes;
   int64_t synthetic_count;
+  int64_t example_delay_us;  // simulated read latency per example (0: off)
 };
 
 // [train]
@@ -67,6 +68,7 @@ struct TrainSettings {
   bool deterministic;
   double label_smoothing;
   double divergence_factor;  // stop when the logged loss exceeds this x the loss before training
+  int64_t memory_limit_mb;   // cap on the memory the run may hold on its device (0: none)
 };
 
 // The typed view of a resolved Config that the trainer runs from.

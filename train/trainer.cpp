@@ -19,6 +19,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/device/cpu.h"
+#include "runtime/device/errors.h"
 #include "runtime/device/memory.h"
 #include "runtime/nn/layers.h"
 #include "runtime/ops/ops.h"
@@ -181,6 +182,8 @@ class Run {
     device_ =
         pick_device(options.device_override.empty() ? cfg_.train.device : options.device_override);
     if (cfg_.train.deterministic) device::set_cpu_blas_threads(1);
+    device::set_memory_cap(device_, static_cast<std::size_t>(cfg_.train.memory_limit_mb) << 20);
+    device::reset_peak_memory(device_);
     train_set_ = load_split(cfg_.data, "train");
     test_set_ = load_split(cfg_.data, "test");
     if (cfg_.data.validation_size >= train_set_->count) {
@@ -225,10 +228,13 @@ class Run {
   RunSummary run();
 
  private:
+  RunSummary run_training();
   void prepare_directory(const std::string& source);
   void restore(const fs::path& checkpoint);
   void save_checkpoint();
   void log_line(json line);
+  // The unclipped gradient norm of every step since the last log step (host reads).
+  std::vector<double> read_step_norms();
   void record_eval(const Evaluation& val);
   void write_summary(const RunSummary& summary);
   double evaluate_split(std::vector<int64_t> indices,
@@ -250,7 +256,8 @@ class Run {
 
   int64_t step_ = 0;  // steps completed
   data::LoaderState loader_state_;
-  double first_loss_ = NAN;
+  double initial_loss_ = NAN;       // the loss of the first batch, before any update
+  std::vector<Tensor> step_norms_;  // unclipped gradient norms of the steps since the last log
   std::vector<BestEntry> best_;
   double last_val_error_ = -1;
   double throughput_ = 0;
@@ -323,7 +330,7 @@ void Run::restore(const fs::path& ckpt) {
   step_ = s.at("step").get<int64_t>();
   loader_state_.epoch = s.at("loader").at("epoch").get<int64_t>();
   loader_state_.next_batch = s.at("loader").at("next_batch").get<int64_t>();
-  first_loss_ = s.at("first_loss").is_null() ? NAN : s.at("first_loss").get<double>();
+  initial_loss_ = s.at("initial_loss").is_null() ? NAN : s.at("initial_loss").get<double>();
   last_val_error_ = s.value("last_val_error", -1.0);
   for (const auto& b : s.at("best")) best_.push_back({b.at("step"), b.at("val_error")});
   auto gens = dropout_generators(*model_);
@@ -356,7 +363,7 @@ void Run::save_checkpoint() {
   json s;
   s["step"] = step_;
   s["loader"] = {{"epoch", loader_state_.epoch}, {"next_batch", loader_state_.next_batch}};
-  s["first_loss"] = std::isnan(first_loss_) ? json(nullptr) : json(first_loss_);
+  s["initial_loss"] = std::isnan(initial_loss_) ? json(nullptr) : json(initial_loss_);
   s["last_val_error"] = last_val_error_;
   s["best"] = json::array();
   for (const auto& b : best_) s["best"].push_back({{"step", b.step}, {"val_error", b.val_error}});
@@ -381,6 +388,16 @@ void Run::save_checkpoint() {
        ++i) {
     fs::remove_all(all[i]);
   }
+}
+
+std::vector<double> Run::read_step_norms() {
+  std::vector<double> out;
+  for (const Tensor& n : step_norms_) {
+    out.push_back(n.dtype() == DType::F64 ? n.item<double>()
+                                          : static_cast<double>(n.item<float>()));
+  }
+  step_norms_.clear();
+  return out;
 }
 
 void Run::log_line(json line) {
@@ -416,6 +433,9 @@ void Run::write_summary(const RunSummary& summary) {
   json s;
   s["status"] = summary.status;
   s["steps"] = step_;
+  if (!summary.reason.empty()) s["reason"] = summary.reason;
+  if (summary.status == "diverged") s["diverged_at_step"] = step_;
+  s["initial_loss"] = std::isfinite(initial_loss_) ? json(initial_loss_) : json(nullptr);
   s["device"] = device_.str();
   s["best_step"] = best_.empty() ? json(nullptr) : json(best_.front().step);
   s["best_val_error"] = best_.empty() ? json(nullptr) : json(best_.front().val_error);
@@ -426,6 +446,9 @@ void Run::write_summary(const RunSummary& summary) {
   }
   s["examples_per_sec"] = throughput_;
   s["wall_seconds"] = summary.wall_seconds;
+  const device::MemoryStats memory = device::memory_stats(device_);
+  s["peak_memory_bytes"] = memory.peak_allocated_bytes;
+  s["memory_limit_bytes"] = memory.cap_bytes;
   s["model"] = model_->describe();
   s["parameters"] = model_->num_parameters();
   s["optimizer"] = optimizer_->to_json();
@@ -437,6 +460,23 @@ void Run::write_summary(const RunSummary& summary) {
 }
 
 RunSummary Run::run() {
+  try {
+    return run_training();
+  } catch (const OutOfMemoryError& e) {
+    // Out of memory is an outcome of these hyperparameters (a batch too large for the device),
+    // recorded like a divergence; the error still ends the command (exit code 4).
+    RunSummary summary;
+    summary.status = "out_of_memory";
+    summary.steps = step_;
+    summary.reason = e.what();
+    summary.wall_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    write_summary(summary);
+    throw;
+  }
+}
+
+RunSummary Run::run_training() {
   RunSummary summary;
   out_ << fmt::format("{} on {}: {} parameters; {} train / {} validation / {} test examples\n",
                       model_->describe(), device_.str(), model_->num_parameters(),
@@ -476,6 +516,7 @@ RunSummary Run::run() {
             }(),
             cfg_.data.workers);
         lc.prefetch = cfg_.data.prefetch;
+        lc.example_delay_us = cfg_.data.example_delay_us;
         return lc;
       }(),
       loader_state_);
@@ -497,9 +538,16 @@ RunSummary Run::run() {
     optimizer_->zero_grad();
     const Tensor loss =
         ops::softmax_cross_entropy((*model_)(x), y, Tensor{}, cfg_.train.label_smoothing);
+    if (std::isnan(initial_loss_)) {
+      // The reference of divergence detection: the loss before the first update (one host
+      // read, at the first step only). A run already far above it at its first log step has
+      // diverged, however its later steps behave.
+      initial_loss_ = static_cast<double>(loss.item<float>());
+    }
     loss.backward();
     const double lr = schedule_->learning_rate(step_);
     clipper_->step(*optimizer_, lr);  // global norm -> clip factor -> fused update(lr, factor)
+    step_norms_.push_back(clipper_->grad_norm().clone());  // read at the log step, no sync here
     {
       autograd::NoGradGuard no_grad;
       ops::add_(loss_sum, loss.detach());
@@ -519,12 +567,12 @@ RunSummary Run::run() {
                    {"lr", lr},
                    {"train_loss", train_loss},
                    {"grad_norm", clipper_->read_grad_norm()},
+                   {"grad_norms", read_step_norms()},
                    {"clipped_fraction", clipper_->read_stats().clipped_fraction},
                    {"examples_per_sec", throughput_},
                    {"data_wait_fraction", window_wait / std::max(seconds, 1e-9)}};
-      if (std::isnan(first_loss_)) first_loss_ = train_loss;
-      const bool diverged =
-          !std::isfinite(train_loss) || train_loss > cfg_.train.divergence_factor * first_loss_;
+      const bool diverged = !std::isfinite(train_loss) || !std::isfinite(initial_loss_) ||
+                            train_loss > cfg_.train.divergence_factor * initial_loss_;
       // With data.validation_size = 0 there is no validation: nothing is logged for it.
       const bool eval_now =
           !diverged && !split_.validation.empty() &&
@@ -547,8 +595,11 @@ RunSummary Run::run() {
                                          : ""));
       if (diverged) {
         status = "diverged";
-        out_ << fmt::format("diverged at step {}: train loss {} (first logged {:.4g}, limit {}x)\n",
-                            step_, train_loss, first_loss_, cfg_.train.divergence_factor);
+        summary.reason = fmt::format("diverged at step {}", step_);
+        out_ << fmt::format(
+            "diverged at step {}: train loss {} (before the first update {:.4g}, "
+            "limit {}x)\n",
+            step_, train_loss, initial_loss_, cfg_.train.divergence_factor);
         break;
       }
       loss_sum = zeros({}, on_device);

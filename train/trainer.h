@@ -10,8 +10,10 @@
 //                           state.json (step, RNG states, loader position, best list)
 //   <out>/best/step_NNNNNNNN.safetensors   the keep_best checkpoints with the lowest
 //                           validation error (retrospective checkpoint selection)
-//   <out>/summary.json      written last: status (completed | diverged), best step and
-//                           validation error, final and best test error, throughput, time
+//   <out>/summary.json      written last: status (completed | diverged | out_of_memory, with
+//                           a reason), the loss before the first update, best step and
+//                           validation error, final and best test error, throughput, peak
+//                           device memory, time, the hyperparameters that ran and the config
 // The budget is in steps; the host synchronises with the device only at log, eval and
 // checkpoint steps.
 #include <cstdint>
@@ -34,7 +36,7 @@ struct TrainOptions {
 };
 
 struct RunSummary {
-  std::string status;  // completed | diverged
+  std::string status;  // completed | diverged | out_of_memory
   int64_t steps = 0;
   int64_t best_step = -1;
   double best_val_error = -1;
@@ -43,6 +45,7 @@ struct RunSummary {
   double best_test_error = -1;  // best checkpoint (by validation error)
   double examples_per_sec = 0;
   double wall_seconds = 0;
+  std::string reason;  // diverged / out_of_memory: what happened, in words
 };
 
 // Trains per `config` (from resolve() in train/config.h); `source` names the config file in

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include "runtime/core/error.h"
@@ -210,6 +211,9 @@ Batch DataLoader::build(const Ticket& ticket) const {
       // this one is converted, instead of stalling on them.
       const uint8_t* next = ds.image(order[static_cast<std::size_t>(first + r + 1)]);
       for (int64_t line = 0; line < example; line += 64) __builtin_prefetch(next + line);
+    }
+    if (config_.example_delay_us > 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(config_.example_delay_us));
     }
     const AugmentDraw draw = augmenter_.draw(config_.seed, ticket.epoch, idx);
     augmenter_.apply(ds.image(idx), draw, images + r * example);

@@ -46,6 +46,10 @@ struct LoaderConfig {
   int prefetch = 4;       // batches built ahead of the consumer; raised to at least `workers`
   uint64_t seed = 0;      // the data seed: shuffles and augmentation
   AugmentConfig augment;  // normalisation always applies; use {} for plain v / 255
+  // Simulated storage latency: each example's read sleeps this long (0: off). It makes a fast
+  // in-memory dataset behave like slow storage, to study input-bound training (the batch-size
+  // sweep's input-bound verdict is tested with it).
+  int64_t example_delay_us = 0;
 
   // Endless shuffled epochs with drop_last.
   static LoaderConfig training(int64_t batch_size, uint64_t seed, AugmentConfig augment,

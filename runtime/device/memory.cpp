@@ -10,6 +10,7 @@
 #include "runtime/core/error.h"
 #include "runtime/device/caching_allocator.h"
 #include "runtime/device/cuda_device.h"
+#include "runtime/device/errors.h"
 
 #ifdef PB_WITH_CUDA
 #include "kernels/cuda/check.h"
@@ -32,12 +33,58 @@ bool poison_allocations() {
   return g_poison.load();
 }
 
+namespace {
+// Host tensor memory: allocated bytes (rounded), their peak, and the cap (0: none).
+std::atomic<std::size_t> g_host_allocated{0};
+std::atomic<std::size_t> g_host_peak{0};
+std::atomic<std::size_t> g_host_cap{0};
+
+std::size_t host_rounded(std::size_t nbytes) {
+  return (nbytes + 63) / 64 * 64;
+}
+}  // namespace
+
+MemoryStats memory_stats(Device d) {
+  if (d.is_cpu()) return {g_host_allocated.load(), g_host_peak.load(), g_host_cap.load()};
+  const AllocatorStats s = allocator(d).stats();
+  return {s.allocated_bytes, s.peak_allocated_bytes, allocator(d).memory_cap()};
+}
+
+void reset_peak_memory(Device d) {
+  if (d.is_cpu()) {
+    g_host_peak.store(g_host_allocated.load());
+    return;
+  }
+  allocator(d).reset_peak();
+}
+
+void set_memory_cap(Device d, std::size_t bytes) {
+  if (d.is_cpu()) {
+    g_host_cap.store(bytes);
+    return;
+  }
+  allocator(d).set_memory_cap(bytes);
+}
+
 void* allocate(std::size_t nbytes, Device d) {
   if (nbytes == 0) return nullptr;
   if (d.is_cpu()) {
-    const std::size_t rounded = (nbytes + 63) / 64 * 64;
+    const std::size_t rounded = host_rounded(nbytes);
+    const std::size_t held = g_host_allocated.fetch_add(rounded) + rounded;
+    const std::size_t cap = g_host_cap.load();
+    if (cap != 0 && held > cap) {
+      g_host_allocated.fetch_sub(rounded);
+      throw OutOfMemoryError("cpu", nbytes, held - rounded, held - rounded, cap);
+    }
+    std::size_t peak = g_host_peak.load();
+    while (held > peak && !g_host_peak.compare_exchange_weak(peak, held)) {
+    }
     void* p = std::aligned_alloc(64, rounded);
-    if (!p) throw std::bad_alloc();
+    if (!p) {
+      g_host_allocated.fetch_sub(rounded);
+      throw OutOfMemoryError("cpu", nbytes, held - rounded, held - rounded, cap,
+                             "the system allocator failed");
+    }
     if (poison_allocations()) std::memset(p, 0xFF, nbytes);
     return p;
   }
@@ -53,6 +100,7 @@ void deallocate(void* ptr, std::size_t nbytes, Device d) noexcept {
   if (!ptr) return;
   if (d.is_cpu()) {
     std::free(ptr);
+    g_host_allocated.fetch_sub(host_rounded(nbytes));
     return;
   }
   // Called from destructors, so a failure is reported rather than thrown.

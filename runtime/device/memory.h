@@ -19,6 +19,20 @@ void zero(void* ptr, std::size_t nbytes, Device device);
 // Blocks until all work queued on the device is done (no-op for the CPU).
 void synchronize(Device device);
 
+// Memory held by the runtime on a device. CPU: host tensors (64-byte aligned, sizes rounded up to
+// 64), counted here; CUDA: the caching allocator's blocks (caching_allocator.h).
+struct MemoryStats {
+  std::size_t allocated_bytes = 0;
+  std::size_t peak_allocated_bytes = 0;  // since the process started or reset_peak_memory
+  std::size_t cap_bytes = 0;             // 0: no cap
+};
+MemoryStats memory_stats(Device device);
+void reset_peak_memory(Device device);
+// Caps the memory the runtime may hold on `device` (0: no cap). An allocation past the cap throws
+// OutOfMemoryError (runtime/device/errors.h), as a real out-of-memory does: on the CPU this is how
+// tests and users rehearse a smaller device (train.memory_limit_mb).
+void set_memory_cap(Device device, std::size_t bytes);
+
 // Test aid: while on, every new allocation (host or device) is filled with 0xFF bytes (NaN as
 // float, -1 as int32), so a kernel that leaves an output element unwritten fails its check.
 void set_poison_allocations(bool on);
