@@ -168,7 +168,8 @@ IsolationPlot isolation_plot(const StudyData& study, const AxisSpec& axis,
   if (std::none_of(study.axes.begin(), study.axes.end(),
                    [&](const AxisSpec& a) { return a.name == axis.name; }))
     throw std::invalid_argument("isolation_plot: '" + axis.name + "' is not a study axis");
-  IsolationPlot plot{axis, {}, std::nullopt, {}};
+  IsolationPlot plot;
+  plot.axis = axis;
   const auto ranked = ranked_trials(study);
 
   if (axis.scale == AxisScale::Categorical) {
@@ -234,6 +235,7 @@ IsolationPlot isolation_plot(const StudyData& study, const AxisSpec& axis,
       top.completed, second.label, fmt_num(*second.best_objective),
       fmt_num(std::abs(*top.best_objective - *second.best_objective)));
   if (empty > 0) plot.verdict += fmt::format("; {} value(s) have no completed trial", empty);
+  plot.gap = std::abs(*top.best_objective - *second.best_objective);
   plot.verdict += ". Compare the gap with the trial variance before adopting a value.";
   return plot;
 }
@@ -254,6 +256,11 @@ std::string widen_suggestion(const AxisSpec& a, bool low) {
         const double m = std::max(0.0, 1 - (1 - a.min) * 10);
         if (m >= a.min)
           return fmt::format("min {} cannot be lowered on a reverse-log scale", fmt_num(a.min));
+        if (m == 0)  // 1 - x cannot exceed 1: the decade is cut at x = 0
+          return fmt::format(
+              "lower min to 0 (one decade of 1-x would pass 0): {} -> 0 (or move "
+              "to a linear scale over [0, {}])",
+              fmt_num(a.min), fmt_num(a.max));
         return fmt::format("lower min by one decade of 1-x: {} -> {}", fmt_num(a.min), fmt_num(m));
       }
       return fmt::format("raise max by one decade of 1-x: {} -> {}", fmt_num(a.max),
@@ -440,8 +447,8 @@ StudyAnalysis analyze_study(const StudyData& study, const AnalysisOptions& optio
                     "infeasible, {} failed): nothing to analyse.",
                     c.total, c.pending, c.running, c.infeasible, c.failed));
   else
-    v.push_back(fmt::format("Best {} {} in trial {} ({} of {} trials completed).", study.objective,
-                            fmt_num(*out.best_objective), *out.best_trial, c.completed, c.total));
+    v.push_back(fmt::format("Best trial {}: {} = {} ({} of {} trials completed).", *out.best_trial,
+                            study.objective, fmt_num(*out.best_objective), c.completed, c.total));
   const int done = c.completed + c.infeasible + c.failed;
   if (done > 0 && 2 * (c.infeasible + c.failed) > done)
     v.push_back(fmt::format(
@@ -456,6 +463,19 @@ StudyAnalysis analyze_study(const StudyData& study, const AnalysisOptions& optio
     for (const auto& f : d.findings)
       if (f.fired) v.push_back(fmt::format("Trial {} curve: {}", d.trial, f.detail));
   if (out.variance) v.push_back("Trial variance: " + out.variance->verdict);
+  // With a measured trial std, say whether each isolation gap is more than noise: two single
+  // runs differ by sqrt(2) std on average, so a gap under 2 sqrt(2) std is not a difference.
+  if (out.variance && std::isfinite(out.variance->pooled_std))
+    for (auto& p : out.isolation_plots) {
+      if (!std::isfinite(p.gap)) continue;
+      const double noise = 2 * std::sqrt(2.0) * out.variance->pooled_std;
+      const std::string tail = "Compare the gap with the trial variance before adopting a value.";
+      if (auto at = p.verdict.rfind(tail); at != std::string::npos) p.verdict.erase(at);
+      p.verdict +=
+          fmt::format("The gap {} 2 sqrt(2) x the trial std ({}): {}.",
+                      p.gap > noise ? "exceeds" : "is within", fmt_num(noise),
+                      p.gap > noise ? "a real difference" : "not distinguishable from seed noise");
+    }
   for (const auto& p : out.isolation_plots) v.push_back("Isolation: " + p.verdict);
   return out;
 }

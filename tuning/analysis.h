@@ -198,7 +198,8 @@ struct IsolationBucket {
 struct IsolationPlot {
   AxisSpec axis;
   std::vector<IsolationBucket> buckets;
-  std::optional<size_t> best_bucket;  // the bucket holding the overall best
+  std::optional<size_t> best_bucket;                      // the bucket holding the overall best
+  double gap = std::numeric_limits<double>::quiet_NaN();  // |best - runner-up bucket|
   std::string verdict;
 };
 // Throws std::invalid_argument for an axis that is not in the study.

@@ -142,17 +142,23 @@ CurveDiagnosis diagnose_curve(const TrainingCurve& curve, const CurveThresholds&
       const double train_slope = train_known ? fit_line(train_after).slope : 0.0;
       const bool min_early = double(it->step) < late_start;
       f.fired = rise > thr && min_early && (!train_known || train_slope < 0);
-      f.detail = fmt::format(
-          "{} rises from its minimum {} at step {} to {} late in training (+{}, threshold {}){}; "
-          "{}",
-          val_name, g(vmin), it->step, g(late_level), g(rise), g(thr),
-          train_known
-              ? fmt::format(" while train_loss {} (slope {}/step)",
-                            train_slope < 0 ? "still falls" : "does not fall", g(train_slope))
-              : std::string(" (no train_loss after the minimum)"),
-          f.fired ? "problematic overfitting: add or tune regularization (dropout, weight decay, "
-                    "label smoothing) before comparing scientific values"
-                  : "no problematic overfitting");
+      if (!min_early)
+        f.detail = fmt::format(
+            "{} is lowest late in training ({} at step {}): no problematic "
+            "overfitting",
+            val_name, g(vmin), it->step);
+      else
+        f.detail = fmt::format(
+            "{} rises from its minimum {} at step {} to {} late in training (+{}, threshold "
+            "{}){}; {}",
+            val_name, g(vmin), it->step, g(late_level), g(rise), g(thr),
+            train_known
+                ? fmt::format(" while train_loss {} (slope {}/step)",
+                              train_slope < 0 ? "still falls" : "does not fall", g(train_slope))
+                : std::string(" (too few train_loss points after the minimum to tell its trend)"),
+            f.fired ? "problematic overfitting: add or tune regularization (dropout, weight decay, "
+                      "label smoothing) before comparing scientific values"
+                    : "no problematic overfitting");
     } else {
       f.detail = fmt::format("fewer than 4 {} points: overfitting not checked", val_name);
     }
@@ -182,7 +188,11 @@ CurveDiagnosis diagnose_curve(const TrainingCurve& curve, const CurveThresholds&
                                   val_name, 100 * rel, 100 * th.variance_rel_val));
     }
     if (!f.evaluated)
-      f.detail = "too few points late in training: step-to-step variance not checked";
+      f.detail = fmt::format(
+          "fewer than 5 train_loss or 4 {} points in the last {:.0f}% of "
+          "training: step-to-step variance not checked (log and evaluate more "
+          "often)",
+          val_name, 100 * th.late_fraction);
     else {
       f.detail = fmt::format("over the last {:.0f}% of training, ", 100 * th.late_fraction);
       for (size_t i = 0; i < parts.size(); ++i) f.detail += (i ? ", " : "") + parts[i];
@@ -214,7 +224,10 @@ CurveDiagnosis diagnose_curve(const TrainingCurve& curve, const CurveThresholds&
                     "regime), or the schedule's decay may be doing the work"
                   : ": flat at the end");
     } else {
-      f.detail = "too few points late in training: end-of-run trend not checked";
+      f.detail = fmt::format(
+          "fewer than 4 points in the last {:.0f}% of training: end-of-run "
+          "trend not checked (log and evaluate more often)",
+          100 * th.late_fraction);
     }
     d.findings.push_back(std::move(f));
   }

@@ -131,13 +131,15 @@ json x_encoding(const AxisSpec& a, const std::string& field) {
     case AxisScale::Log:
       x["type"] = "quantitative";
       x["scale"] = {{"type", "log"}, {"domain", {a.min, a.max}}, {"nice", false}};
+      x["axis"] = {{"grid", false}, {"tickCount", 4}};
       break;
     case AxisScale::ReverseLog:
       // Plotted as 1 - x on a reversed log axis, labelled with x itself.
       x["type"] = "quantitative";
       x["scale"] = {
           {"type", "log"}, {"domain", {1 - a.max, 1 - a.min}}, {"nice", false}, {"reverse", true}};
-      x["axis"] = {{"labelExpr", "format(1 - datum.value, '.4~g')"}};
+      x["axis"] = {
+          {"labelExpr", "format(1 - datum.value, '.4~g')"}, {"grid", false}, {"tickCount", 4}};
       x["title"] = a.name + " (reverse-log)";
       break;
   }
@@ -507,7 +509,17 @@ std::vector<ReportSection> standard_sections(const StudyData& study, const Study
         t += "</tr>";
       }
       t += "</table><p class=\"hint\">Hover a cell for the numbers behind it.</p>";
-      if (fired.empty()) fired.push_back("No curve problem found in the best trials.");
+      int unchecked = 0;
+      for (const auto& d : an.curves)
+        for (const auto& f : d.findings) unchecked += !f.evaluated;
+      if (fired.empty())
+        fired.push_back(unchecked == 0
+                            ? "No curve problem found in the best trials."
+                            : fmt::format("No curve problem found in the best trials, but {} "
+                                          "check(s) could not run (n/a): too few logged or "
+                                          "evaluated steps late in training; log and evaluate "
+                                          "more often to check them.",
+                                          unchecked));
       s.html = verdict_list(fired) + t;
       std::vector<const TrialResult*> best;
       for (size_t i = 0; i < an.ranked.size() && best.size() < 5; ++i)
@@ -589,6 +601,7 @@ figure{margin:6px 0}figcaption{font-size:12px;color:#666;max-width:470px}
 td.bad{background:#fde2e1;font-weight:600}td.ok{background:#e5f4e8}td.na{color:#999}
 .empty,.hint{color:#777}pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px}
 .warn{color:#9a5b00}
+.kv{margin:4px 0;font-size:13px}.kv code{background:#f6f8fa;padding:1px 4px;word-break:break-all}
 )css";
 
 // Collects console errors, uncaught exceptions and rejected promises from the first moment.
@@ -650,11 +663,17 @@ std::string render_report(const StudyData& study, const StudyAnalysis& an,
   // Tracking-table row and the verdicts.
   h += "<section class=\"summary\" id=\"summary\"><h2>Summary</h2>";
   if (!study.tracking.empty()) {
+    // Short values in one row (the tracking table's), long ones (params, the reproduce
+    // command) as lines of code below it.
+    std::vector<std::pair<std::string, std::string>> row, lines;
+    for (const auto& kv : study.tracking) (kv.second.size() > 48 ? lines : row).push_back(kv);
     h += "<table class=\"tracking\"><tr>";
-    for (const auto& [k, v] : study.tracking) h += "<th>" + html_escape(k) + "</th>";
+    for (const auto& [k, v] : row) h += "<th>" + html_escape(k) + "</th>";
     h += "</tr><tr>";
-    for (const auto& [k, v] : study.tracking) h += "<td>" + html_escape(v) + "</td>";
+    for (const auto& [k, v] : row) h += "<td>" + html_escape(v) + "</td>";
     h += "</tr></table>";
+    for (const auto& [k, v] : lines)
+      h += "<p class=\"kv\"><b>" + html_escape(k) + ":</b> <code>" + html_escape(v) + "</code></p>";
   }
   for (const auto& w : study.warnings) h += "<p class=\"warn\">warning: " + html_escape(w) + "</p>";
   h += verdict_list(an.verdicts) + "</section>\n";

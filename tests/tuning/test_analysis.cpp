@@ -153,6 +153,28 @@ TEST(Isolation, PicksTheBestTrialPerValue) {
   EXPECT_NE(p.verdict.find("128 is best"), std::string::npos) << p.verdict;
 }
 
+TEST(Isolation, GapIsJudgedAgainstMeasuredTrialVariance) {
+  StudyData s;
+  s.axes.push_back(AxisSpec{"model.depth",
+                            AxisScale::Categorical,
+                            0,
+                            0,
+                            {int64_t{2}, int64_t{4}},
+                            ParamRole::Scientific});
+  s.trials.push_back(completed(0, {{"model.depth", int64_t{2}}}, 0.150));
+  s.trials.push_back(completed(1, {{"model.depth", int64_t{4}}}, 0.140));               // gap 0.01
+  s.reruns = {{"trial 1", {0.139, 0.141, 0.140}}, {"trial 0", {0.149, 0.151, 0.150}}};  // std 1e-3
+  auto a = analyze_study(s);
+  ASSERT_EQ(a.isolation_plots.size(), 1u);
+  EXPECT_NEAR(a.isolation_plots[0].gap, 0.01, 1e-12);
+  EXPECT_NE(a.isolation_plots[0].verdict.find("exceeds"), std::string::npos)
+      << a.isolation_plots[0].verdict;
+  s.reruns = {{"trial 1", {0.13, 0.15, 0.14}}, {"trial 0", {0.14, 0.16, 0.15}}};  // std 0.01
+  a = analyze_study(s);
+  EXPECT_NE(a.isolation_plots[0].verdict.find("is within"), std::string::npos)
+      << a.isolation_plots[0].verdict;
+}
+
 TEST(Isolation, BucketsAContinuousAxisOnItsScale) {
   StudyData s;
   s.axes.push_back(log_axis("wd", 1e-4, 1e-0, ParamRole::Scientific));
