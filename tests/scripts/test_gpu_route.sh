@@ -4,7 +4,8 @@
 #   test_gpu_route.sh timeout
 #       gpu-run on a minimal archive with its test hook: a stage that sleeps past its cap is
 #       killed (with its children) and recorded as "timeout", the run returns within cap + a small
-#       margin, and a stage cap larger than the deadline is cut to the deadline.
+#       margin, a stage cap larger than the deadline is cut to the deadline, and a command that a
+#       stage runs in its own process group (under its inner timeout) dies with the stage.
 #   test_gpu_route.sh summary
 #       bench/summarize.py on a log folder in the formats a GPU run leaves (gtest XML with a
 #       failure and a skip, Google Benchmark JSON with an error row, sanitizer logs, training
@@ -96,6 +97,15 @@ case "$mode" in
       is_status "$tmp/r2/summary.json" smoke "skipped (deadline)"
     check "its sleep was killed too" no_process "sleep 61.5"
     check "the summary is still written" few_result_files "$tmp/r2"
+
+    # 3. A stage's own command under its inner timeout (its own process group, as the benchmark
+    #    and sanitizer commands run) is killed with the stage too.
+    PLAYBOOK_GPU_RUN_NO_DEVICE=1 PLAYBOOK_GPU_RUN_TEST_CAP=3 \
+      PLAYBOOK_GPU_RUN_TEST_STAGE='STAGE_END=$(($(date +%s) + 100)); subw 1 1 sleep 61.75' \
+      "$root/scripts/gpu-run" "$tmp/min.tgz" "$tmp/r3" --deadline 60 >"$tmp/r3.log" 2>&1
+    check "a command in its own process group is recorded as timeout with its stage" \
+      is_status "$tmp/r3/summary.json" test_hook timeout
+    check "and killed with it" no_process "sleep 61.75"
     ((failures)) && { echo "--- gpu-run output (1)"; cat "$tmp/r1.log"; echo "--- (2)"; cat "$tmp/r2.log"; }
     ;;
 
