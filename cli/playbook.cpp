@@ -84,8 +84,8 @@ int main(int argc, char** argv) {
   pb::cli::StudyCommands study_commands(app);
   pb::cli::ReportCommands report_commands(app);
   CLI11_PARSE(app, argc, argv);
+  if (const auto rc = report_commands.run()) return *rc;  // first: it owns `study rerun`
   if (const auto rc = study_commands.run()) return *rc;
-  if (const auto rc = report_commands.run()) return *rc;
   try {
     if (app.got_subcommand("info")) return run_info();
     if (app.got_subcommand("train")) {

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -160,6 +161,32 @@ StudyData load_study_data(const fs::path& study_dir) {
         "{} completed trial(s) have no metrics.jsonl: their objectives are used, their training "
         "curves cannot be examined",
         missing));
+
+  // Reruns of the best trials (`playbook study rerun`): one child study per trial.
+  const fs::path reruns = study_dir / "reruns";
+  if (fs::is_directory(reruns, ec)) {
+    std::vector<fs::path> children;
+    for (const auto& e : fs::directory_iterator(reruns, ec))
+      if (fs::is_regular_file(e.path() / "study.db", ec)) children.push_back(e.path());
+    std::sort(children.begin(), children.end());
+    for (const auto& child : children) {
+      try {
+        const Study rerun = load_study(child);
+        RerunGroup g;
+        const std::string stem = child.filename().string();  // trial_0007
+        const auto digits = stem.find_first_of("0123456789");
+        g.label = digits == std::string::npos
+                      ? stem
+                      : "trial " + std::to_string(std::stoll(stem.substr(digits)));
+        for (const auto& t : rerun.trials)
+          if (t.status == tuning::TrialStatus::Completed && t.objective)
+            g.objectives.push_back(*t.objective);
+        if (!g.objectives.empty()) d.reruns.push_back(std::move(g));
+      } catch (const std::exception& e) {
+        d.warnings.push_back(fmt::format("reruns in {} skipped: {}", child.string(), e.what()));
+      }
+    }
+  }
 
   const TrackingRow row = tracking_row(study);
   d.tracking = {

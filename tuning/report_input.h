@@ -6,7 +6,8 @@
 // or a store that cannot be read (corrupt, not a database) throws ReportError naming the
 // directory and the cause; a completed trial without metrics.jsonl, or with unreadable lines in
 // it, is kept (its objective still counts) with a warning in StudyData::warnings, and simply has
-// no curve.
+// no curve. Reruns of the best trials (STUDY_DIR/reruns/*/, `playbook study rerun`) become
+// StudyData::reruns, one group per rerun trial.
 #include <filesystem>
 #include <string>
 
