@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 
@@ -328,6 +329,129 @@ bool in_bound(double x, const std::optional<config::Bound>& b, bool lower) {
   return b->inclusive ? x <= b->value : x < b->value;
 }
 
+// The schemas of the choices a study makes: each selector ("optimizer.name") takes its value
+// from a search dimension (every listed value), the fixed values, the base config or its
+// default. One schema per combination.
+std::vector<config::Schema> chosen_schemas(const StudySpec& spec, const config::Schema& schema) {
+  std::vector<std::map<std::string, std::string>> combos(1);
+  std::optional<toml::table> base;
+  try {
+    base = toml::parse_file(spec.base_path().string());
+  } catch (const std::exception&) {
+    // The resolver reports an unreadable base config.
+  }
+  for (const config::KeySpec& k : schema.keys()) {
+    if (!schema.is_selector(k.key)) continue;
+    std::vector<std::string> values;
+    for (const SearchParam& p : spec.search) {
+      if (p.key != k.key) continue;
+      for (const ParamValue& v : p.values) {
+        if (const auto* str = std::get_if<std::string>(&v)) values.push_back(*str);
+      }
+    }
+    for (const std::string& o : spec.fixed) {
+      if (!values.empty() || o.rfind(k.key + "=", 0) != 0) continue;
+      std::string v = o.substr(k.key.size() + 1);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      values.push_back(v);
+    }
+    if (values.empty() && base) {
+      const std::string section(k.section()), name(k.name());
+      if (const auto* t = base->get_as<toml::table>(section)) {
+        if (const auto* v = t->get_as<std::string>(name)) values.push_back(v->get());
+      }
+    }
+    if (values.empty()) continue;  // the default
+    std::vector<std::map<std::string, std::string>> next;
+    for (const auto& c : combos) {
+      for (const std::string& v : values) {
+        auto with = c;
+        with[k.key] = v;
+        next.push_back(std::move(with));
+      }
+    }
+    combos = std::move(next);
+  }
+  std::vector<config::Schema> out;
+  for (const auto& c : combos) {
+    try {
+      out.push_back(schema.resolve_choices(c));
+    } catch (const config::ConfigError&) {
+      // Not a choice: the allowed-values check of the selector reports it.
+    }
+  }
+  return out;
+}
+
+// A search dimension against the key's spec: type, range, allowed values.
+void check_key_spec(const fs::path& file, const SearchParam& p, const config::KeySpec& spec) {
+  const std::string where = "search." + p.key;
+  const config::KeySpec* k = &spec;
+  const std::string range = k->range_str();
+
+  auto check_number = [&](double x, std::string_view what) {
+    if (!in_bound(x, k->lower, true) || !in_bound(x, k->upper, false)) {
+      fail_key(
+          file, where,
+          fmt::format("{} {} is out of range: {} must be {}", what, fmt_double(x), p.key, range));
+    }
+  };
+  switch (k->type) {
+    case config::Type::Float:
+    case config::Type::Int: {
+      const bool want_int = k->type == config::Type::Int;
+      if (p.values.empty()) {
+        if (want_int && p.type != ParamType::Int) {
+          fail_key(file, where, p.key + " is an int key; use type = \"int\"");
+        }
+        check_number(p.min, "min");
+        check_number(p.max, "max");
+      }
+      for (const ParamValue& v : p.values) {
+        double x = 0;
+        if (const auto* i = std::get_if<std::int64_t>(&v)) {
+          x = static_cast<double>(*i);
+        } else if (const auto* d = std::get_if<double>(&v); d && !want_int) {
+          x = *d;
+        } else {
+          fail_key(file, where,
+                   fmt::format("value {} is not {} (the type of {})", to_string(v),
+                               config::type_name(k->type), p.key));
+        }
+        check_number(x, "value");
+      }
+      break;
+    }
+    case config::Type::Bool:
+      for (const ParamValue& v : p.values) {
+        if (!std::holds_alternative<bool>(v)) {
+          fail_key(file, where, fmt::format("value {} is not a bool", to_string(v)));
+        }
+      }
+      if (p.values.empty()) fail_key(file, where, p.key + " is a bool key: use type = \"bool\"");
+      break;
+    case config::Type::String:
+      if (p.values.empty()) {
+        fail_key(file, where, p.key + " is a string key: give values = [\"a\", \"b\"]");
+      }
+      for (const ParamValue& v : p.values) {
+        const auto* s = std::get_if<std::string>(&v);
+        if (!s) fail_key(file, where, fmt::format("value {} is not a string", to_string(v)));
+        if (!k->allowed.empty() &&
+            std::find(k->allowed.begin(), k->allowed.end(), *s) == k->allowed.end()) {
+          fail_key(file, where,
+                   fmt::format("'{}' is not one of {}{}", *s, fmt::join(k->allowed, ", "),
+                               config::did_you_mean_hint(*s, k->allowed)));
+        }
+      }
+      break;
+    default:
+      fail_key(
+          file, where,
+          fmt::format("{} is {}: list keys can only be fixed", p.key, config::type_name(k->type)));
+  }
+}
+
 }  // namespace
 
 std::string_view to_string(Role role) {
@@ -580,72 +704,21 @@ void validate_space(const StudySpec& spec, const TrainRules& rules) {
       fail_key(file, "fixed." + key, "unknown key" + config::did_you_mean_hint(key, all_keys));
     }
   }
+  const std::vector<config::Schema> chosen = chosen_schemas(spec, schema);
   for (const SearchParam& p : spec.search) {
     const std::string where = "search." + p.key;
-    const config::KeySpec* k = schema.find_any(p.key);
-    if (!k) fail_key(file, where, "unknown key" + config::did_you_mean_hint(p.key, all_keys));
-    const std::string range = k->range_str();
-    auto check_number = [&](double x, std::string_view what) {
-      if (!in_bound(x, k->lower, true) || !in_bound(x, k->upper, false)) {
-        fail_key(
-            file, where,
-            fmt::format("{} {} is out of range: {} must be {}", what, fmt_double(x), p.key, range));
-      }
-    };
-    switch (k->type) {
-      case config::Type::Float:
-      case config::Type::Int: {
-        const bool want_int = k->type == config::Type::Int;
-        if (p.values.empty()) {
-          if (want_int && p.type != ParamType::Int) {
-            fail_key(file, where, p.key + " is an int key; use type = \"int\"");
-          }
-          check_number(p.min, "min");
-          check_number(p.max, "max");
-        }
-        for (const ParamValue& v : p.values) {
-          double x = 0;
-          if (const auto* i = std::get_if<std::int64_t>(&v)) {
-            x = static_cast<double>(*i);
-          } else if (const auto* d = std::get_if<double>(&v); d && !want_int) {
-            x = *d;
-          } else {
-            fail_key(file, where,
-                     fmt::format("value {} is not {} (the type of {})", to_string(v),
-                                 config::type_name(k->type), p.key));
-          }
-          check_number(x, "value");
-        }
-        break;
-      }
-      case config::Type::Bool:
-        for (const ParamValue& v : p.values) {
-          if (!std::holds_alternative<bool>(v)) {
-            fail_key(file, where, fmt::format("value {} is not a bool", to_string(v)));
-          }
-        }
-        if (p.values.empty()) fail_key(file, where, p.key + " is a bool key: use type = \"bool\"");
-        break;
-      case config::Type::String:
-        if (p.values.empty()) {
-          fail_key(file, where, p.key + " is a string key: give values = [\"a\", \"b\"]");
-        }
-        for (const ParamValue& v : p.values) {
-          const auto* s = std::get_if<std::string>(&v);
-          if (!s) fail_key(file, where, fmt::format("value {} is not a string", to_string(v)));
-          if (!k->allowed.empty() &&
-              std::find(k->allowed.begin(), k->allowed.end(), *s) == k->allowed.end()) {
-            fail_key(file, where,
-                     fmt::format("'{}' is not one of {}{}", *s, fmt::join(k->allowed, ", "),
-                                 config::did_you_mean_hint(*s, k->allowed)));
-          }
-        }
-        break;
-      default:
-        fail_key(file, where,
-                 fmt::format("{} is {}: list keys can only be fixed", p.key,
-                             config::type_name(k->type)));
+    if (!schema.find_any(p.key)) {
+      fail_key(file, where, "unknown key" + config::did_you_mean_hint(p.key, all_keys));
     }
+    // The spec of the key under each choice the study makes (optimizer.momentum of 'momentum'
+    // and of 'rmsprop' may differ); a key no chosen entry declares is checked against the first
+    // that does, and the resolver below reports that it does not apply.
+    std::vector<const config::KeySpec*> specs;
+    for (const config::Schema& c : chosen) {
+      if (const config::KeySpec* k = c.find(p.key)) specs.push_back(k);
+    }
+    if (specs.empty()) specs.push_back(schema.find_any(p.key));
+    for (const config::KeySpec* k : specs) check_key_spec(file, p, *k);
   }
 
   // 2. Cross-key rules, through the training config's own resolver.

@@ -251,3 +251,38 @@ role = "nuisance"
 
 }  // namespace
 }  // namespace pb::tuning
+
+namespace pb::tuning {
+namespace {
+
+// Choice sections: a key's range is the one of the entry the study chooses (fixed, base or
+// default), not of whichever entry declares it first.
+TEST(StudySpec, RangesFollowTheChosenEntryOfAChoiceSection) {
+  config::Schema schema;
+  schema.add_choice(
+      "opt.name", "a", "update rule",
+      {config::Choice{
+           "a",
+           {config::make_key("m", config::Type::Float, 0.9, "a's m").at_least(0).less_than(1)}},
+       config::Choice{
+           "b",
+           {config::make_key("m", config::Type::Float, 0.0, "b's m").at_least(0).at_most(10)}}});
+  TrainRules rules;
+  rules.schema = &schema;
+  rules.resolve = [](const std::filesystem::path&, const std::vector<std::string>&) {};
+  const std::string search = "[search.opt.m]\nmin = 0.0\nmax = 5.0\n";
+  expect_study_error(train_header() + "trials = 2\n" + search,
+                     "search.opt.m: max 5 is out of range: opt.m must be in [0, 1)", &rules);
+  const StudySpec ok =
+      parse(train_header() + "trials = 2\n[fixed]\nopt.name = \"b\"\n" + search, &rules);
+  EXPECT_EQ(ok.search.size(), 1u);
+  // A scientific selector checks the dimension under each of its values.
+  expect_study_error(train_header() +
+                         "trials = 2\n[search.opt.name]\nrole = \"scientific\"\nvalues = [\"b\", "
+                         "\"a\"]\n" +
+                         search,
+                     "search.opt.m: max 5 is out of range: opt.m must be in [0, 1)", &rules);
+}
+
+}  // namespace
+}  // namespace pb::tuning
