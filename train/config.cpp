@@ -129,6 +129,11 @@ struct TrainSchema {
     train.bind(s, &TrainSettings::deterministic, "train.deterministic", false,
                "bitwise-reproducible CPU runs (one BLAS thread; resume gives identical results)");
     train
+        .bind(s, &TrainSettings::loss, "train.loss", "cross_entropy",
+              "training loss: cross_entropy (softmax), or mse (mean squared error of the logits "
+              "against one-hot targets; validation still reports the cross-entropy)")
+        .one_of({"cross_entropy", "mse"});
+    train
         .bind(s, &TrainSettings::label_smoothing, "train.label_smoothing", 0.0,
               "label smoothing of the cross-entropy")
         .at_least(0)

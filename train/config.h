@@ -67,6 +67,7 @@ struct TrainSettings {
   std::string device;  // auto | cpu | cuda | cuda:N
   bool deterministic;
   double label_smoothing;
+  std::string loss;          // cross_entropy | mse
   double divergence_factor;  // stop when the logged loss exceeds this x the loss before training
   int64_t memory_limit_mb;   // cap on the memory the run may hold on its device (0: none)
 };

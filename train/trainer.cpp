@@ -28,7 +28,9 @@
 #include "runtime/optim/optimizer.h"
 #include "runtime/optim/schedule.h"
 #include "train/config.h"
+#include "train/evaluate.h"
 #include "train/progress.h"
+#include "train/run_dir.h"
 
 namespace pb::train {
 namespace fs = std::filesystem;
@@ -36,85 +38,12 @@ using json = nlohmann::json;
 
 namespace {
 
-Device pick_device(const std::string& text) {
-  if (text == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
-  const Device d = Device::parse(text);
-  if (d.is_cuda() && d.index >= cuda_device_count()) {
-    fail("device {} requested but {} CUDA device(s) are visible", d.str(), cuda_device_count());
-  }
-  return d;
-}
-
-data::SyntheticSpec synthetic_spec(const DataConfig& d, uint64_t seed) {
-  data::SyntheticSpec s;
-  s.count = d.synthetic_count;
-  s.channels = d.synthetic_shape[0];
-  s.height = d.synthetic_shape[1];
-  s.width = d.synthetic_shape[2];
-  s.num_classes = d.synthetic_classes;
-  s.seed = seed;
-  return s;
-}
-
-std::shared_ptr<const data::ImageDataset> load_split(const DataConfig& d,
-                                                     const std::string& split) {
-  // The synthetic test split uses another seed than the training split.
-  const uint64_t seed = split == "train" ? 1 : 2;
-  return std::make_shared<const data::ImageDataset>(
-      data::make_dataset(d.dataset, d.dir, split, synthetic_spec(d, seed)));
-}
-
-models::DataShape shape_of(const data::ImageDataset& ds) {
-  return {ds.channels, ds.height, ds.width, ds.num_classes};
-}
-
-std::string step_name(int64_t step) {
-  return fmt::format("step_{:08}", step);
-}
-
-// Latest complete checkpoint directory (step_N without a .tmp suffix), or empty.
-fs::path latest_checkpoint(const fs::path& dir) {
-  fs::path best;
-  int64_t best_step = -1;
-  if (!fs::is_directory(dir)) return best;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (!e.is_directory() || !name.starts_with("step_") || name.ends_with(".tmp")) continue;
-    const int64_t step = std::stoll(name.substr(5));
-    if (step > best_step) best_step = step, best = e.path();
-  }
-  return best;
-}
-
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) fail("cannot write {}", tmp.string());
-    out << text;
-    if (!out.flush()) fail("cannot write {}", tmp.string());
-  }
-  fs::rename(tmp, path);
-}
-
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) fail("cannot read {}", path.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({})", path.string(), e.what());
-  }
-}
-
-// The resolved config as {"section": {"key": value}}: the values that ran, for summary.json.
-json config_json(const config::Config& c) {
-  json out = json::object();
-  for (const std::string& key : c.keys()) {
-    const config::KeySpec& spec = *c.schema().find(key);
-    json& slot = out[std::string(spec.section())][std::string(spec.name())];
-    std::visit([&](const auto& v) { slot = v; }, c.value(key));
-  }
+// labels:(N) int32, CPU -> (N,K) float32 one-hot rows, CPU: the targets of the mse loss.
+Tensor one_hot(const Tensor& labels, int64_t classes) {
+  Tensor out = zeros(Shape{labels.numel(), classes});
+  const int32_t* l = labels.data<int32_t>();
+  float* o = out.data<float>();
+  for (int64_t i = 0; i < labels.numel(); ++i) o[i * classes + l[i]] = 1.0f;
   return out;
 }
 
@@ -131,44 +60,6 @@ struct BestEntry {
   int64_t step;
   double val_error;
 };
-
-struct Evaluation {
-  double loss = 0, error = 0;
-  int64_t examples = 0;
-};
-
-// Loss and top-1 error over a whole subset in one pass: padded examples carry weight 0, sums
-// stay on the device until the end.
-Evaluation evaluate(nn::Module& model, std::shared_ptr<const data::ImageDataset> ds,
-                    std::vector<int64_t> indices, int64_t batch_size, int workers, Device device) {
-  autograd::NoGradGuard no_grad;
-  const bool was_training = model.is_training();
-  model.eval();
-  data::DataLoader loader(
-      ds, std::move(indices),
-      data::LoaderConfig::evaluation(batch_size, data::default_augment(ds->name, false), workers));
-  const TensorOptions on_device = TensorOptions{}.with_device(device);
-  Tensor loss_sum = zeros({}, on_device), counts = zeros({2}, on_device);
-  int64_t examples = 0;
-  while (auto batch = loader.next()) {
-    const Tensor x = batch->images.to(device), y = batch->labels.to(device),
-                 w = batch->weights.to(device);
-    const Tensor logits = model(x);
-    ops::add_(loss_sum, ops::softmax_cross_entropy(logits, y, w),
-              static_cast<double>(batch->real_count));
-    ops::add_(counts, ops::topk_errors(logits, y, w, 1));
-    examples += batch->real_count;
-  }
-  model.train(was_training);
-  Evaluation e;
-  e.examples = examples;
-  if (examples > 0) {
-    const std::vector<float> c = counts.to_vector<float>();
-    e.loss = loss_sum.item<float>() / static_cast<double>(examples);
-    e.error = c[0] / std::max(1.0f, c[1]);
-  }
-  return e;
-}
 
 class Run {
  public:
@@ -533,11 +424,14 @@ RunSummary Run::run_training() {
     std::optional<data::Batch> batch = loader.next();
     window_wait += batch->wait_seconds;
     const Tensor x = batch->images.to(device_);
-    const Tensor y = batch->labels.to(device_);
 
     optimizer_->zero_grad();
+    const Tensor logits = (*model_)(x);
     const Tensor loss =
-        ops::softmax_cross_entropy((*model_)(x), y, Tensor{}, cfg_.train.label_smoothing);
+        cfg_.train.loss == "mse"
+            ? ops::mse_loss(logits, one_hot(batch->labels, train_set_->num_classes).to(device_))
+            : ops::softmax_cross_entropy(logits, batch->labels.to(device_), Tensor{},
+                                         cfg_.train.label_smoothing);
     if (std::isnan(initial_loss_)) {
       // The reference of divergence detection: the loss before the first update (one host
       // read, at the first step only). A run already far above it at its first log step has

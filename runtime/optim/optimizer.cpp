@@ -365,8 +365,8 @@ void Optimizer::run(const std::vector<Tensor>* updates, double lr, const Tensor&
     const int64_t count = static_cast<int64_t>(list.size());
     const int64_t bytes = kernels::optim_cuda_workspace_bytes(s.rule, count, list.data());
     if (bytes > 0 && (!workspace_.defined() || static_cast<int64_t>(workspace_.nbytes()) < bytes)) {
-      // Zeroed once; every launch leaves its counters at zero again.
-      workspace_ = zeros(Shape{(bytes + 7) / 8},
+      // The launcher zeroes its counters on every call (kernels/optim.h): no initialisation.
+      workspace_ = empty(Shape{(bytes + 7) / 8},
                          TensorOptions{}.with_dtype(DType::F64).with_device(device_));
     }
     kernels::optim_update_cuda(device::launch_stream(device_), s, count, list.data(),
