@@ -204,4 +204,9 @@ StudyData load_study_data(const fs::path& study_dir) {
   return d;
 }
 
+std::string study_insight_text(const fs::path& study_dir) {
+  const StudyData d = load_study_data(study_dir);
+  return analysis_text(d, analyze_study(d));
+}
+
 }  // namespace pb::tuning::insight

@@ -19,6 +19,10 @@ namespace pb::tuning::insight {
 // Reads a study directory into StudyData. Throws ReportError.
 StudyData load_study_data(const std::filesystem::path& study_dir);
 
+// The verdicts of a study directory as plain text (analysis_text of analyze_study with the
+// default options): the one call `playbook study status` needs. Throws ReportError.
+std::string study_insight_text(const std::filesystem::path& study_dir);
+
 // A run directory's metrics.jsonl as a curve (train_loss, val_error, val_loss). Lines that are
 // not JSON objects are skipped and counted in *bad_lines. Missing file: an empty curve.
 TrainingCurve read_metrics(const std::filesystem::path& metrics_jsonl, int* bad_lines = nullptr);

@@ -110,6 +110,7 @@ TEST(ReportInput, CompletedTrialWithoutMetricsIsAWarningNotAnError) {
   ASSERT_TRUE(a.best_trial);
   EXPECT_EQ(*a.best_trial, 1);
   EXPECT_NE(analysis_text(d, a).find("warning: "), std::string::npos);
+  EXPECT_EQ(study_insight_text(tmp.path), analysis_text(d, a));
   // The tracking-table row comes from the engine's tracking_row.
   ASSERT_FALSE(d.tracking.empty());
   EXPECT_EQ(d.tracking[0].second, "bad_input");
