@@ -227,7 +227,11 @@ std::optional<TrialOutcome> run_trial(const TrialContext& ctx, const TrialRecord
     opt.env.push_back("PLAYBOOK_DEVICE=" + ctx.device);
   }
 
+  // The exact command, with the environment it adds (thread counts change CPU sums).
   std::string header = fmt::format("=== trial {} attempt {}:", trial.index, trial.attempts);
+  for (const std::string& e : opt.env) {
+    if (e.rfind("PLAYBOOK_", 0) != 0) header += " " + e;
+  }
   for (const std::string& a : opt.argv) header += " " + a;
   append(log, header + "\n");
   std::error_code ec;
