@@ -33,7 +33,8 @@ void gemm_cuda(cudaStream_t stream, Trans ta, Trans tb, int64_t M, int64_t N, in
 
 // "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads": what the float path runs on.
 std::string cpu_blas_info();
-// Sets OpenBLAS's thread count (deterministic runs use 1).
+// Sets OpenBLAS's thread count and the CPU kernels' own pool (kernels/cpu/parallel.h), from one
+// setting (deterministic runs use 1).
 void set_cpu_blas_threads(int threads);
 
 }  // namespace pb::kernels

@@ -1,17 +1,29 @@
-// 2-D convolution on the CPU as im2col + GEMM, one image at a time.
+// 2-D convolution on the CPU as im2col + GEMM, a chunk of images per GEMM.
 //
-// For image n, im2col unrolls x_n (C,H,W) into col (C*R*S, P*Q): row (c,r,s) holds, for every
-// output position (p,q), the input value under filter tap (r,s) of channel c, or 0 in the padding:
-//   col[(c*R + r)*S + s][p*Q + q] = x_n[c][p*stride_h - pad_h + r][q*stride_w - pad_w + s]
-// With w viewed as (K, C*R*S) and y_n as (K, P*Q), each pass is then one GEMM:
-//   forward          y_n  = w * col                      (K,PQ)  = (K,CRS) * (CRS,PQ)
-//   backward-data    dcol = w^T * dy_n; col2im -> dx_n   (CRS,PQ) = (CRS,K) * (K,PQ)
-//   backward-weight  dw  += dy_n * col^T                 (K,CRS) = (K,PQ)  * (PQ,CRS)
+// For image n, im2col unrolls x_n (C,H,W) into P*Q columns of col (C*R*S, .): row (c,r,s) holds,
+// for every output position (p,q), the input value under filter tap (r,s) of channel c, or 0 in
+// the padding:
+//   col[(c*R + r)*S + s][i*P*Q + p*Q + q] = x_n[c][p*stride_h - pad_h + r][q*stride_w - pad_w + s]
+// where i is n's index within its chunk of B images. With w viewed as (K, C*R*S), each pass over
+// a chunk is then one GEMM whose long side is B*P*Q:
+//   forward          out  = w * col;  y_n = out[:, i*PQ..]         (K,B*PQ)   = (K,CRS) *
+//   (CRS,B*PQ) backward-data    dcol = w^T * dyc; col2im -> dx_n             (CRS,B*PQ) = (CRS,K) *
+//   (K,B*PQ) backward-weight  dw  += dyc * col^T                            (K,CRS)    = (K,B*PQ) *
+//   (B*PQ,CRS)
+// where dyc (K, B*PQ) is the chunk's dy with images side by side (a layout copy of dy).
 // col2im is the adjoint of im2col: it adds every entry of dcol back onto the input cell it was
 // copied from, so overlapping windows (kernel larger than stride) accumulate.
 //
-// A 1x1 filter with stride 1 and no padding makes col identical to x_n viewed as (C, H*W), so that
-// case skips the workspace and runs the GEMM on x_n / dx_n directly.
+// Why chunks: one GEMM per image is small on the 16x16 and 8x8 stages (P*Q = 256 or 64 columns)
+// and OpenBLAS runs it far below its peak; one GEMM over the whole batch would need a col buffer of
+// N*C*R*S*P*Q values (58 MB for a ResNet-20 stage-1 layer at batch 128). A chunk holds as many
+// images as fit kChunkValues values of col (or of out/dyc), which keeps the GEMM wide and the
+// buffers in the last-level cache. B = 1 is the textbook one-image-at-a-time algorithm.
+// The lowering (im2col, col2im, the layout copies, bias, dbias) runs on the kernel thread pool
+// (kernels/cpu/parallel.h) over (image, channel) pairs, each writing its own rows; OpenBLAS
+// parallelises the GEMM itself. Buffers are thread-local workspaces reused from call to call.
+// 1x1 convolutions take the same path: their im2col is a plain (strided) copy of C rows, not a
+// C*R*S expansion.
 #include "kernels/conv2d.h"
 
 #include <algorithm>
@@ -19,10 +31,13 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
 
 namespace pb::kernels {
 namespace {
+
+using cpu::parallel_for;
 
 void check_shape(const char* who, const Conv2dShape& s) {
   const auto dims = [&] {
@@ -46,10 +61,6 @@ void check_shape(const char* who, const Conv2dShape& s) {
   }
 }
 
-bool is_pointwise(const Conv2dShape& s) {
-  return s.R == 1 && s.S == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
-}
-
 // ceil(a / b) for a >= 0, b > 0
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
@@ -67,65 +78,95 @@ Range valid_outputs(int64_t offset, int64_t stride, int64_t extent, int64_t out_
   return {std::min(lo, hi_clamped), hi_clamped};
 }
 
-// x_n: (C,H,W) -> col: (C*R*S, P*Q)
+// Channel c of x_n (H,W) -> rows (c,r,s) of col, P*Q columns each from col_c, row stride ld.
 template <typename T>
-void im2col(const Conv2dShape& s, const T* x_n, T* col) {
+void im2col_channel(const Conv2dShape& s, const T* x_c, T* col_c, int64_t ld) {
   const int64_t P = s.P(), Q = s.Q();
-  for (int64_t c = 0; c < s.C; ++c) {
-    const T* x_c = x_n + c * s.H * s.W;  // (H,W)
-    for (int64_t r = 0; r < s.R; ++r) {
-      const Range ps = valid_outputs(r - s.pad_h, s.stride_h, s.H, P);
-      for (int64_t t = 0; t < s.S; ++t) {
-        const Range qs = valid_outputs(t - s.pad_w, s.stride_w, s.W, Q);
-        T* row = col + ((c * s.R + r) * s.S + t) * P * Q;  // (P,Q)
-        if (qs.lo == qs.hi) {                              // this tap reads only padding
-          std::fill(row, row + P * Q, T(0));
-          continue;
+  for (int64_t r = 0; r < s.R; ++r) {
+    const Range ps = valid_outputs(r - s.pad_h, s.stride_h, s.H, P);
+    for (int64_t t = 0; t < s.S; ++t) {
+      const Range qs = valid_outputs(t - s.pad_w, s.stride_w, s.W, Q);
+      T* row = col_c + (r * s.S + t) * ld;  // (P,Q)
+      if (qs.lo == qs.hi) {                 // this tap reads only padding
+        std::fill(row, row + P * Q, T(0));
+        continue;
+      }
+      std::fill(row, row + ps.lo * Q, T(0));
+      for (int64_t p = ps.lo; p < ps.hi; ++p) {
+        const T* x_row = x_c + (p * s.stride_h - s.pad_h + r) * s.W;  // (W)
+        T* out = row + p * Q;                                         // (Q)
+        std::fill(out, out + qs.lo, T(0));
+        const T* in = x_row + (qs.lo * s.stride_w - s.pad_w + t);  // under (p, qs.lo)
+        if (s.stride_w == 1) {
+          std::copy(in, in + (qs.hi - qs.lo), out + qs.lo);
+        } else {
+          for (int64_t q = qs.lo; q < qs.hi; ++q, in += s.stride_w) out[q] = *in;
         }
-        std::fill(row, row + ps.lo * Q, T(0));
-        for (int64_t p = ps.lo; p < ps.hi; ++p) {
-          const T* x_row = x_c + (p * s.stride_h - s.pad_h + r) * s.W;  // (W)
-          T* out = row + p * Q;                                         // (Q)
-          std::fill(out, out + qs.lo, T(0));
-          const T* in = x_row + (qs.lo * s.stride_w - s.pad_w + t);  // under (p, qs.lo)
-          if (s.stride_w == 1) {
-            std::copy(in, in + (qs.hi - qs.lo), out + qs.lo);
-          } else {
-            for (int64_t q = qs.lo; q < qs.hi; ++q, in += s.stride_w) out[q] = *in;
-          }
-          std::fill(out + qs.hi, out + Q, T(0));
+        std::fill(out + qs.hi, out + Q, T(0));
+      }
+      std::fill(row + ps.hi * Q, row + P * Q, T(0));
+    }
+  }
+}
+
+// Rows (c,r,s) of dcol (P*Q columns from dcol_c, row stride ld) -> dx_c (H,W), accumulated (+=).
+template <typename T>
+void col2im_channel_add(const Conv2dShape& s, const T* dcol_c, int64_t ld, T* dx_c) {
+  const int64_t P = s.P(), Q = s.Q();
+  for (int64_t r = 0; r < s.R; ++r) {
+    const Range ps = valid_outputs(r - s.pad_h, s.stride_h, s.H, P);
+    for (int64_t t = 0; t < s.S; ++t) {
+      const Range qs = valid_outputs(t - s.pad_w, s.stride_w, s.W, Q);
+      const T* row = dcol_c + (r * s.S + t) * ld;  // (P,Q)
+      if (qs.lo == qs.hi) continue;                // this tap reads only padding
+      for (int64_t p = ps.lo; p < ps.hi; ++p) {
+        T* dx_row = dx_c + (p * s.stride_h - s.pad_h + r) * s.W;  // (W)
+        const T* in = row + p * Q;                                // (Q)
+        T* out = dx_row + (qs.lo * s.stride_w - s.pad_w + t);     // under (p, qs.lo)
+        if (s.stride_w == 1) {
+          for (int64_t q = qs.lo; q < qs.hi; ++q) out[q - qs.lo] += in[q];  // vectorizes
+        } else {
+          for (int64_t q = qs.lo; q < qs.hi; ++q, out += s.stride_w) *out += in[q];
         }
-        std::fill(row + ps.hi * Q, row + P * Q, T(0));
       }
     }
   }
 }
 
-// col: (C*R*S, P*Q) -> dx_n: (C,H,W), accumulated (+=) onto what dx_n already holds.
+// Values of the largest chunk buffer (col, out or dyc); 2^21 floats = 8 MB, a quarter of the L3.
+constexpr int64_t kChunkValues = int64_t(1) << 21;
+
+// Images per chunk: as many as keep the largest per-chunk buffer within kChunkValues, at least 1.
+int64_t chunk_images(const Conv2dShape& s) {
+  const int64_t PQ = s.P() * s.Q(), rows = std::max(s.C * s.R * s.S, s.K);
+  return std::clamp<int64_t>(kChunkValues / std::max<int64_t>(rows * PQ, 1), 1,
+                             std::max<int64_t>(s.N, 1));
+}
+
+// x images [n0, n0+B) -> col (CRS, B*PQ)
 template <typename T>
-void col2im_add(const Conv2dShape& s, const T* col, T* dx_n) {
-  const int64_t P = s.P(), Q = s.Q();
-  for (int64_t c = 0; c < s.C; ++c) {
-    T* dx_c = dx_n + c * s.H * s.W;  // (H,W)
-    for (int64_t r = 0; r < s.R; ++r) {
-      const Range ps = valid_outputs(r - s.pad_h, s.stride_h, s.H, P);
-      for (int64_t t = 0; t < s.S; ++t) {
-        const Range qs = valid_outputs(t - s.pad_w, s.stride_w, s.W, Q);
-        const T* row = col + ((c * s.R + r) * s.S + t) * P * Q;  // (P,Q)
-        if (qs.lo == qs.hi) continue;                            // this tap reads only padding
-        for (int64_t p = ps.lo; p < ps.hi; ++p) {
-          T* dx_row = dx_c + (p * s.stride_h - s.pad_h + r) * s.W;  // (W)
-          const T* in = row + p * Q;                                // (Q)
-          T* out = dx_row + (qs.lo * s.stride_w - s.pad_w + t);     // under (p, qs.lo)
-          if (s.stride_w == 1) {
-            for (int64_t q = qs.lo; q < qs.hi; ++q) out[q - qs.lo] += in[q];  // vectorizes
-          } else {
-            for (int64_t q = qs.lo; q < qs.hi; ++q, out += s.stride_w) *out += in[q];
-          }
-        }
-      }
+void im2col_chunk(const Conv2dShape& s, const T* x, int64_t n0, int64_t B, T* col) {
+  const int64_t PQ = s.P() * s.Q(), ld = B * PQ, RS = s.R * s.S;
+  parallel_for(B * s.C, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t i = j / s.C, c = j % s.C;
+      const T* x_c = x + ((n0 + i) * s.C + c) * s.H * s.W;  // (H,W)
+      im2col_channel(s, x_c, col + c * RS * ld + i * PQ, ld);
     }
-  }
+  });
+}
+
+// dy images [n0, n0+B) (B,K,PQ) -> dyc (K, B*PQ)
+template <typename T>
+void gather_chunk(const Conv2dShape& s, const T* dy, int64_t n0, int64_t B, T* dyc) {
+  const int64_t PQ = s.P() * s.Q(), ld = B * PQ;
+  parallel_for(B * s.K, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t i = j / s.K, k = j % s.K;
+      const T* src = dy + ((n0 + i) * s.K + k) * PQ;  // (PQ)
+      std::copy(src, src + PQ, dyc + k * ld + i * PQ);
+    }
+  });
 }
 
 }  // namespace
@@ -134,42 +175,62 @@ template <typename T>
 void conv2d_forward_cpu(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   check_shape("conv2d_forward_cpu", s);
   const int64_t PQ = s.P() * s.Q(), CRS = s.C * s.R * s.S;
-  const bool pointwise = is_pointwise(s);
-  std::vector<T> col(pointwise ? 0 : CRS * PQ);  // (CRS,PQ)
-  for (int64_t n = 0; n < s.N; ++n) {
-    const T* x_n = x + n * s.C * s.H * s.W;  // (C,H,W)
-    T* y_n = y + n * s.K * PQ;               // (K,PQ)
-    const T* col_n = x_n;                    // (CRS,PQ): x_n itself when pointwise
-    if (!pointwise) {
-      im2col(s, x_n, col.data());
-      col_n = col.data();
+  const int64_t chunk = chunk_images(s);
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t B = std::min(chunk, s.N - n0), ld = B * PQ;
+    T* col = cpu::workspace<T>(0, CRS * ld);  // (CRS, B*PQ)
+    im2col_chunk(s, x, n0, B, col);
+    if (B == 1) {  // y_n (K,PQ) is the GEMM's output as it stands
+      T* y_n = y + n0 * s.K * PQ;
+      if (bias != nullptr) {
+        for (int64_t k = 0; k < s.K; ++k) std::fill(y_n + k * PQ, y_n + (k + 1) * PQ, bias[k]);
+      }
+      gemm_cpu<T>(Trans::No, Trans::No, s.K, PQ, CRS, T(1), w, CRS, col, PQ,
+                  bias != nullptr ? T(1) : T(0), y_n, PQ);
+      continue;
     }
-    // Seed y_n with the bias and let the GEMM accumulate onto it.
-    if (bias != nullptr) {
-      for (int64_t k = 0; k < s.K; ++k) std::fill(y_n + k * PQ, y_n + (k + 1) * PQ, bias[k]);
-    }
-    const T beta = bias != nullptr ? T(1) : T(0);
-    gemm_cpu<T>(Trans::No, Trans::No, s.K, PQ, CRS, T(1), w, CRS, col_n, PQ, beta, y_n, PQ);
+    T* out = cpu::workspace<T>(1, s.K * ld);  // (K, B*PQ)
+    gemm_cpu<T>(Trans::No, Trans::No, s.K, ld, CRS, T(1), w, CRS, col, ld, T(0), out, ld);
+    // out (K, B*PQ) -> y images [n0, n0+B) (B,K,PQ), plus the bias.
+    parallel_for(B * s.K, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t i = j / s.K, k = j % s.K;
+        const T* src = out + k * ld + i * PQ;    // (PQ)
+        T* dst = y + ((n0 + i) * s.K + k) * PQ;  // (PQ)
+        if (bias == nullptr) {
+          std::copy(src, src + PQ, dst);
+        } else {
+          const T b = bias[k];
+          for (int64_t e = 0; e < PQ; ++e) dst[e] = src[e] + b;
+        }
+      }
+    });
   }
 }
 
 template <typename T>
 void conv2d_backward_data_cpu(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
   check_shape("conv2d_backward_data_cpu", s);
-  const int64_t PQ = s.P() * s.Q(), CRS = s.C * s.R * s.S, CHW = s.C * s.H * s.W;
-  const bool pointwise = is_pointwise(s);
-  std::vector<T> dcol(pointwise ? 0 : CRS * PQ);  // (CRS,PQ)
-  for (int64_t n = 0; n < s.N; ++n) {
-    const T* dy_n = dy + n * s.K * PQ;  // (K,PQ)
-    T* dx_n = dx + n * CHW;             // (C,H,W)
-    if (pointwise) {
-      // dx_n(C,HW) = w^T(C,K) * dy_n(K,HW)
-      gemm_cpu<T>(Trans::Yes, Trans::No, CRS, PQ, s.K, T(1), w, CRS, dy_n, PQ, T(0), dx_n, PQ);
-      continue;
+  const int64_t PQ = s.P() * s.Q(), CRS = s.C * s.R * s.S, HW = s.H * s.W, RS = s.R * s.S;
+  const int64_t chunk = chunk_images(s);
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t B = std::min(chunk, s.N - n0), ld = B * PQ;
+    const T* dyc = dy + n0 * s.K * PQ;  // (K,PQ) as it stands when B == 1
+    if (B > 1) {
+      T* gathered = cpu::workspace<T>(1, s.K * ld);  // (K, B*PQ)
+      gather_chunk(s, dy, n0, B, gathered);
+      dyc = gathered;
     }
-    gemm_cpu<T>(Trans::Yes, Trans::No, CRS, PQ, s.K, T(1), w, CRS, dy_n, PQ, T(0), dcol.data(), PQ);
-    std::fill(dx_n, dx_n + CHW, T(0));
-    col2im_add(s, dcol.data(), dx_n);
+    T* dcol = cpu::workspace<T>(0, CRS * ld);  // (CRS, B*PQ)
+    gemm_cpu<T>(Trans::Yes, Trans::No, CRS, ld, s.K, T(1), w, CRS, dyc, ld, T(0), dcol, ld);
+    parallel_for(B * s.C, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t i = j / s.C, c = j % s.C;
+        T* dx_c = dx + ((n0 + i) * s.C + c) * HW;  // (H,W)
+        std::fill(dx_c, dx_c + HW, T(0));
+        col2im_channel_add(s, dcol + c * RS * ld + i * PQ, ld, dx_c);
+      }
+    });
   }
 }
 
@@ -177,31 +238,34 @@ template <typename T>
 void conv2d_backward_weight_cpu(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* dbias) {
   check_shape("conv2d_backward_weight_cpu", s);
   const int64_t PQ = s.P() * s.Q(), CRS = s.C * s.R * s.S;
-  const bool pointwise = is_pointwise(s);
-  std::vector<T> col(pointwise ? 0 : CRS * PQ);  // (CRS,PQ)
   if (s.N == 0) std::fill(dw, dw + s.K * CRS, T(0));
-  for (int64_t n = 0; n < s.N; ++n) {
-    const T* x_n = x + n * s.C * s.H * s.W;  // (C,H,W)
-    const T* dy_n = dy + n * s.K * PQ;       // (K,PQ)
-    const T* col_n = x_n;                    // (CRS,PQ): x_n itself when pointwise
-    if (!pointwise) {
-      im2col(s, x_n, col.data());
-      col_n = col.data();
+  const int64_t chunk = chunk_images(s);
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t B = std::min(chunk, s.N - n0), ld = B * PQ;
+    T* col = cpu::workspace<T>(0, CRS * ld);  // (CRS, B*PQ)
+    im2col_chunk(s, x, n0, B, col);
+    const T* dyc = dy + n0 * s.K * PQ;  // (K,PQ) as it stands when B == 1
+    if (B > 1) {
+      T* gathered = cpu::workspace<T>(1, s.K * ld);  // (K, B*PQ)
+      gather_chunk(s, dy, n0, B, gathered);
+      dyc = gathered;
     }
-    // dw(K,CRS) (+)= dy_n(K,PQ) * col^T(PQ,CRS); the first image overwrites.
-    const T beta = n == 0 ? T(0) : T(1);
-    gemm_cpu<T>(Trans::No, Trans::Yes, s.K, CRS, PQ, T(1), dy_n, PQ, col_n, PQ, beta, dw, CRS);
+    // dw(K,CRS) (+)= dyc(K,B*PQ) * col^T(B*PQ,CRS); the first chunk overwrites.
+    const T beta = n0 == 0 ? T(0) : T(1);
+    gemm_cpu<T>(Trans::No, Trans::Yes, s.K, CRS, ld, T(1), dyc, ld, col, ld, beta, dw, CRS);
   }
-  // dbias(K) = sum of dy over n, p, q
+  // dbias(K) = sum of dy over n, p, q; each k summed by one thread in a fixed order.
   if (dbias != nullptr) {
-    for (int64_t k = 0; k < s.K; ++k) {
-      T sum = T(0);
-      for (int64_t n = 0; n < s.N; ++n) {
-        const T* dy_nk = dy + (n * s.K + k) * PQ;  // (PQ)
-        for (int64_t i = 0; i < PQ; ++i) sum += dy_nk[i];
+    parallel_for(s.K, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        T sum = T(0);
+        for (int64_t n = 0; n < s.N; ++n) {
+          const T* dy_nk = dy + (n * s.K + k) * PQ;  // (PQ)
+          for (int64_t i = 0; i < PQ; ++i) sum += dy_nk[i];
+        }
+        dbias[k] = sum;
       }
-      dbias[k] = sum;
-    }
+    });
   }
 }
 

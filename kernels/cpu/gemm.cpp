@@ -5,6 +5,8 @@
 // only serves gradcheck and test oracles, where being obviously right matters more than speed.
 #include "kernels/gemm.h"
 
+#include "kernels/cpu/parallel.h"
+
 #include <cblas.h>
 
 #include <limits>
@@ -124,6 +126,7 @@ namespace pb::kernels {
 
 void set_cpu_blas_threads(int threads) {
   openblas_set_num_threads(threads);
+  cpu::set_cpu_kernel_threads(threads);  // the lowering and batch norm threads, kernels/cpu
 }
 
 }  // namespace pb::kernels

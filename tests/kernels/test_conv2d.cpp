@@ -1,7 +1,8 @@
-// conv2d CPU kernels (im2col + GEMM): hand-computed cases, then forward, backward-data and
-// backward-weight against a naive direct convolution written here in double, on shapes that hit
-// every branch of im2col (padding, strides, non-square and oversized filters, the 1x1 fast path),
-// and the adjoint identity <conv(x), dy> == <x, bwd_data(dy)> == <w, bwd_weight(x, dy)>.
+// conv2d CPU kernels (im2col + GEMM over chunks of images): hand-computed cases, then forward,
+// backward-data and backward-weight against a naive direct convolution written here in double, on
+// shapes that hit every branch of im2col (padding, strides, non-square and oversized filters, the
+// 1x1 fast path), and the adjoint identity <conv(x), dy> == <x, bwd_data(dy)> == <w, bwd_weight(x,
+// dy)>.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -255,6 +256,20 @@ const Case kCases[] = {
      {.N = 1, .C = 2, .H = 9, .W = 8, .K = 2, .R = 2, .S = 2, .stride_h = 3, .stride_w = 4}},
     {"resnet-like 3x3 pad 1",
      {.N = 2, .C = 8, .H = 8, .W = 8, .K = 16, .R = 3, .S = 3, .pad_h = 1, .pad_w = 1}},
+    // kernels/cpu/conv2d.cpp lowers 2^21 / max(C*R*S, K) / (P*Q) = 2^21 / (567 * 400) = 9 images
+    // per GEMM here: a full chunk of 9 and a last chunk of 1, each image at its own column offset.
+    {"several chunks: 10 images, 7x9 filter, stride 2, pad (3,4)",
+     {.N = 10,
+      .C = 9,
+      .H = 40,
+      .W = 40,
+      .K = 5,
+      .R = 7,
+      .S = 9,
+      .stride_h = 2,
+      .stride_w = 2,
+      .pad_h = 3,
+      .pad_w = 4}},
     {"resnet-like 3x3 stride 2 pad 1",
      {.N = 2,
       .C = 8,

@@ -1,0 +1,156 @@
+// A persistent std::thread pool with a static split, and thread-local scratch buffers; see
+// parallel.h for why not OpenMP.
+#include "kernels/cpu/parallel.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pb::kernels::cpu {
+namespace {
+
+class Pool {
+ public:
+  explicit Pool(int threads) { resize(threads); }
+  ~Pool() { stop(); }
+
+  int threads() const { return threads_; }
+
+  void resize(int threads) {
+    stop();
+    threads_ = std::max(1, threads);
+    quit_ = false;
+    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { work(i); });
+  }
+
+  void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+    const int parts = static_cast<int>(std::min<int64_t>(threads_, n));
+    if (parts <= 1) {
+      if (n > 0) fn(0, n);
+      return;
+    }
+    std::lock_guard<std::mutex> one_at_a_time(run_mutex_);  // callers from several threads queue
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fn_ = &fn;
+      n_ = n;
+      parts_ = parts;
+      pending_ = parts - 1;
+      ++generation_;
+    }
+    wake_.notify_all();
+    fn(0, range_end(0, n, parts));
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    fn_ = nullptr;
+  }
+
+ private:
+  static int64_t range_end(int part, int64_t n, int parts) { return n * (part + 1) / parts; }
+
+  void work(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int64_t, int64_t)>* fn = nullptr;
+      int64_t n = 0;
+      int parts = 0;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
+        if (quit_) return;
+        seen = generation_;
+        fn = fn_;
+        n = n_;
+        parts = parts_;
+      }
+      if (index < parts) {
+        (*fn)(n * index / parts, range_end(index, n, parts));
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--pending_ == 0) done_.notify_one();
+      }
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : workers_) t.join();
+    workers_.clear();
+  }
+
+  int threads_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_, mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t n_ = 0;
+  int parts_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool quit_ = false;
+};
+
+int default_threads() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+Pool& pool() {
+  static Pool p(default_threads());
+  return p;
+}
+
+// Set while a pool range runs, so a nested parallel_for runs inline instead of deadlocking.
+thread_local bool t_inside_pool = false;
+
+}  // namespace
+
+void set_cpu_kernel_threads(int threads) {
+  if (threads < 1) {
+    throw std::invalid_argument("set_cpu_kernel_threads: threads must be >= 1, got " +
+                                std::to_string(threads));
+  }
+  if (threads != pool().threads()) pool().resize(threads);
+}
+
+int cpu_kernel_threads() {
+  return pool().threads();
+}
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  if (t_inside_pool || n < 2) {
+    if (n > 0) fn(0, n);
+    return;
+  }
+  pool().run(n, [&fn](int64_t begin, int64_t end) {
+    const bool outer = t_inside_pool;
+    t_inside_pool = true;
+    fn(begin, end);
+    t_inside_pool = outer;
+  });
+}
+
+template <typename T>
+T* workspace(int slot, int64_t count) {
+  thread_local std::vector<std::unique_ptr<T[]>> buffers(4);
+  thread_local std::vector<int64_t> sizes(4, 0);
+  if (slot < 0 || slot >= 4) throw std::out_of_range("workspace: slot must be in [0, 4)");
+  if (count > sizes[slot]) {
+    const int64_t grown = std::max(count, sizes[slot] + sizes[slot] / 2);
+    buffers[slot] = std::make_unique_for_overwrite<T[]>(static_cast<size_t>(grown));
+    sizes[slot] = grown;
+  }
+  return buffers[slot].get();
+}
+
+template float* workspace<float>(int, int64_t);
+template double* workspace<double>(int, int64_t);
+
+}  // namespace pb::kernels::cpu
