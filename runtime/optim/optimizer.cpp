@@ -13,6 +13,7 @@
 #include "runtime/autograd/tape.h"
 #include "runtime/core/error.h"
 #include "runtime/device/cuda_device.h"
+#include "runtime/optim/registry.h"
 
 namespace pb::optim {
 
@@ -166,18 +167,11 @@ const std::vector<OptimizerInfo>& optimizer_registry() {
 }
 
 std::vector<std::string> optimizer_names() {
-  std::vector<std::string> names;
-  for (const OptimizerInfo& info : optimizer_registry()) names.push_back(info.name);
-  return names;
+  return entry_names(optimizer_registry());
 }
 
 const OptimizerInfo& optimizer_info(std::string_view name) {
-  for (const OptimizerInfo& info : optimizer_registry()) {
-    if (info.name == name) return info;
-  }
-  const std::vector<std::string> names = optimizer_names();
-  fail<config::ConfigError>("unknown optimizer '{}'{}; known optimizers: {}", name,
-                            config::did_you_mean_hint(name, names), config::quoted_list(names));
+  return find_entry(optimizer_registry(), name, "optimizer");
 }
 
 // ---- Optimizer ----------------------------------------------------------------------------------

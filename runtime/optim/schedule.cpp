@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/core/error.h"
+#include "runtime/optim/registry.h"
 
 namespace pb::optim {
 namespace {
@@ -102,18 +103,11 @@ const std::vector<ScheduleInfo>& schedule_registry() {
 }
 
 std::vector<std::string> schedule_names() {
-  std::vector<std::string> names;
-  for (const ScheduleInfo& info : schedule_registry()) names.push_back(info.name);
-  return names;
+  return entry_names(schedule_registry());
 }
 
 const ScheduleInfo& schedule_info(std::string_view name) {
-  for (const ScheduleInfo& info : schedule_registry()) {
-    if (info.name == name) return info;
-  }
-  const std::vector<std::string> names = schedule_names();
-  fail<config::ConfigError>("unknown schedule '{}'{}; known schedules: {}", name,
-                            config::did_you_mean_hint(name, names), config::quoted_list(names));
+  return find_entry(schedule_registry(), name, "schedule");
 }
 
 Schedule::Schedule(const ScheduleInfo& info, double base_learning_rate,
