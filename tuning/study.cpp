@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -128,9 +129,24 @@ Study load_study(const fs::path& study_dir, const TrainRules* rules) {
   auto rec = store->study();
   if (!rec) throw StudyError(fmt::format("{}: study.db holds no study", study_dir.string()));
   s.record = *rec;
-  s.spec = parse_study(rec->spec_text, fs::path(rec->spec_file), fs::path(rec->origin_dir), rules);
-  s.spec.notes = rec->notes;
   s.trials = store->trials();
+  // The types the study ran with, from the stored parameters of its first trial (an int key's
+  // range written min = 1, max = 4 and a float key's look alike without the config schema).
+  std::map<std::string, ParamType> hints;
+  if (!s.trials.empty()) {
+    const ojson j = ojson::parse(s.trials.front().params_json, nullptr, false);
+    if (j.is_object()) {
+      for (const auto& [k, v] : j.items()) {
+        hints[k] = v.is_boolean()          ? ParamType::Bool
+                   : v.is_number_integer() ? ParamType::Int
+                   : v.is_number()         ? ParamType::Float
+                                           : ParamType::Categorical;
+      }
+    }
+  }
+  s.spec = parse_study(rec->spec_text, fs::path(rec->spec_file), fs::path(rec->origin_dir), rules,
+                       &hints);
+  s.spec.notes = rec->notes;
   return s;
 }
 

@@ -110,8 +110,8 @@ std::string fmt_double(double x) {
 const std::vector<std::string> kTopKeys = {"name",   "notes",     "base",    "kind",      "command",
                                            "trials", "seed",      "retries", "overrides", "fixed",
                                            "search", "objective", "workers"};
-const std::vector<std::string> kDimKeys = {"role",   "scale", "min", "max",
-                                           "values", "value", "type"};
+const std::vector<std::string> kDimKeys = {"role",   "scale", "min",  "max",
+                                           "values", "value", "type", "with"};
 
 struct RawDim {
   std::string key;
@@ -155,6 +155,7 @@ void collect_fixed(const fs::path& file, const std::string& prefix, const toml::
 }
 
 SearchParam parse_dim(const fs::path& file, const RawDim& raw, const config::Schema* schema,
+                      const std::map<std::string, ParamType>* hints,
                       std::vector<std::string>& fixed) {
   const std::string where = "search." + raw.key;
   SearchParam p;
@@ -165,7 +166,7 @@ SearchParam parse_dim(const fs::path& file, const RawDim& raw, const config::Sch
     if (std::find(kDimKeys.begin(), kDimKeys.end(), name) == kDimKeys.end()) {
       fail_key(file, where + "." + name,
                "unknown field" + config::did_you_mean_hint(name, kDimKeys) +
-                   "; a dimension takes role, scale, min, max, values, value, type");
+                   "; a dimension takes role, scale, min, max, values, value, type, with");
     }
   }
   if (const auto* n = t.get("role")) {
@@ -174,6 +175,10 @@ SearchParam parse_dim(const fs::path& file, const RawDim& raw, const config::Sch
         {{"scientific", Role::Scientific}, {"nuisance", Role::Nuisance}, {"fixed", Role::Fixed}});
   }
   const config::KeySpec* spec = schema ? schema->find_any(raw.key) : nullptr;
+  std::optional<ParamType> hint;
+  if (!schema && hints) {
+    if (auto it = hints->find(raw.key); it != hints->end()) hint = it->second;
+  }
   if (p.role == Role::Fixed) {
     const toml::node* value = t.get("value");
     if (!value) fail_key(file, where, "a fixed dimension needs value = ...");
@@ -214,7 +219,8 @@ SearchParam parse_dim(const fs::path& file, const RawDim& raw, const config::Sch
   }
   if (type == ParamType::Bool && !values) {
     p.values = {ParamValue(false), ParamValue(true)};
-  } else if (!type && !values && !min && !max && spec && spec->type == config::Type::Bool) {
+  } else if (!type && !values && !min && !max &&
+             ((spec && spec->type == config::Type::Bool) || hint == ParamType::Bool)) {
     type = ParamType::Bool;
     p.values = {ParamValue(false), ParamValue(true)};
   }
@@ -255,6 +261,8 @@ SearchParam parse_dim(const fs::path& file, const RawDim& raw, const config::Sch
     if (!type) {
       if (spec) {
         type = spec->type == config::Type::Int ? ParamType::Int : ParamType::Float;
+      } else if (hint == ParamType::Int || hint == ParamType::Float) {
+        type = hint;
       } else {
         type = min->is_integer() && max->is_integer() ? ParamType::Int : ParamType::Float;
       }
@@ -290,6 +298,34 @@ SearchParam parse_dim(const fs::path& file, const RawDim& raw, const config::Sch
     fail_key(file, where,
              "a scientific dimension needs values = [...]: each value is crossed with the "
              "nuisance search");
+  }
+  if (const toml::node* with = t.get("with")) {
+    // Paired keys: { "train.max_train_steps" = [30, 300] }, one value per value of this one.
+    const toml::table* w = with->as_table();
+    if (!w)
+      fail_key(file, where + ".with", "must be a table of key = [values], got " + describe(*with));
+    if (p.role != Role::Scientific)
+      fail_key(file, where + ".with", "only a scientific dimension pairs keys");
+    for (const auto& [key, node] : in_file_order(*w)) {
+      const toml::array* arr = node->as_array();
+      if (!arr || arr->size() != p.values.size()) {
+        fail_key(file, where + ".with." + key,
+                 fmt::format("must be a list of {} values, one per value of {}", p.values.size(),
+                             raw.key));
+      }
+      const config::KeySpec* wspec = schema ? schema->find_any(key) : nullptr;
+      std::vector<ParamValue> list;
+      for (const toml::node& item : *arr) {
+        auto v = scalar_value(item);
+        if (!v)
+          fail_key(file, where + ".with." + key, "values must be booleans, numbers or strings");
+        if (wspec && wspec->type == config::Type::Float) {
+          if (const auto* i = std::get_if<std::int64_t>(&*v)) *v = static_cast<double>(*i);
+        }
+        list.push_back(*v);
+      }
+      p.with.emplace_back(key, std::move(list));
+    }
   }
   return p;
 }
@@ -533,7 +569,7 @@ std::vector<std::string> trial_overrides(const StudySpec& spec, const Params& pa
 }
 
 StudySpec parse_study(std::string_view text, const fs::path& file, const fs::path& origin_dir,
-                      const TrainRules* rules) {
+                      const TrainRules* rules, const std::map<std::string, ParamType>* type_hints) {
   StudySpec spec;
   spec.file = file;
   spec.origin_dir = origin_dir;
@@ -661,7 +697,7 @@ StudySpec parse_study(std::string_view text, const fs::path& file, const fs::pat
   collect_dims(file, "", *search->as_table(), raw);
   const config::Schema* schema = rules && spec.kind == TrialKind::Train ? rules->schema : nullptr;
   for (const RawDim& r : raw) {
-    SearchParam p = parse_dim(file, r, schema, spec.fixed);
+    SearchParam p = parse_dim(file, r, schema, type_hints, spec.fixed);
     if (p.role != Role::Fixed) spec.search.push_back(std::move(p));
   }
   if (spec.search.empty()) {
@@ -719,6 +755,16 @@ void validate_space(const StudySpec& spec, const TrainRules& rules) {
     }
     if (specs.empty()) specs.push_back(schema.find_any(p.key));
     for (const config::KeySpec* k : specs) check_key_spec(file, p, *k);
+    for (const auto& [key, values] : p.with) {
+      const config::KeySpec* k = schema.find_any(key);
+      if (!k)
+        fail_key(file, where + ".with." + key,
+                 "unknown key" + config::did_you_mean_hint(key, all_keys));
+      SearchParam paired;
+      paired.key = key;
+      paired.values = values;
+      check_key_spec(file, paired, *k);
+    }
   }
 
   // 2. Cross-key rules, through the training config's own resolver.
@@ -749,7 +795,9 @@ void validate_space(const StudySpec& spec, const TrainRules& rules) {
   for (int64_t c = 0; c < combos; ++c) {
     // The scientific values of combination c, and the nuisance dimensions at their lower end.
     Params sci = trial_params(spec, static_cast<uint64_t>(c));
-    sci.erase(sci.begin() + static_cast<std::ptrdiff_t>(scientific.size()), sci.end());
+    std::size_t paired = 0;
+    for (const SearchParam* p : scientific) paired += p->with.size();
+    sci.erase(sci.begin() + static_cast<std::ptrdiff_t>(scientific.size() + paired), sci.end());
     if (auto err = sci.empty() ? std::nullopt : try_resolve(trial_overrides(spec, sci))) {
       for (const Assignment& a : sci) {
         if (mentioned(*err, a.name)) fail_key(file, "search." + a.name, *err);
@@ -793,11 +841,17 @@ Params trial_params(const StudySpec& spec, uint64_t index) {
   uint64_t combo = index % combos;
   const uint64_t point = index / combos;
   Params out(scientific.size());
+  std::vector<std::size_t> chosen(scientific.size());
   // Mixed radix, the last scientific dimension fastest.
   for (std::size_t j = scientific.size(); j-- > 0;) {
     const std::size_t n = scientific[j]->values.size();
     out[j] = {scientific[j]->key, scientific[j]->values[combo % n]};
+    chosen[j] = combo % n;
     combo /= n;
+  }
+  // Paired keys (`with`) after the scientific ones, in file order.
+  for (std::size_t j = 0; j < scientific.size(); ++j) {
+    for (const auto& [key, values] : scientific[j]->with) out.push_back({key, values[chosen[j]]});
   }
   if (nuisance.empty()) return out;
   SearchSpace space;

@@ -27,6 +27,10 @@
 //   [search.optimizer.name]
 //   role = "scientific"
 //   values = ["momentum", "nesterov"]
+//   [search.schedule.warmup_steps]    # paired keys: warmup 10 runs 30 steps, 100 runs 300
+//   role = "scientific"
+//   values = [10, 100]
+//   with = { "train.max_train_steps" = [30, 300] }
 //   [search.train.batch_size]
 //   role = "fixed"
 //   value = 256                       # a fixed dimension is just a value
@@ -40,6 +44,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -76,6 +81,9 @@ struct SearchParam {
   Dimension::Scale scale = Dimension::Scale::Linear;
   double min = 0, max = 0;         // Float and Int
   std::vector<ParamValue> values;  // Categorical and Bool (and Float/Int given as a list)
+  // Scientific lists only: other keys set together with this one, paired, not crossed: value i
+  // of this dimension runs with value i of each `with` list (see the file format above).
+  std::vector<std::pair<std::string, std::vector<ParamValue>>> with;
 
   bool is_list() const { return !values.empty(); }
 };
@@ -130,8 +138,12 @@ struct TrainRules {
 // the file in a study directory). Throws StudyError.
 StudySpec load_study_file(const std::filesystem::path& file, const TrainRules* rules,
                           const std::optional<std::filesystem::path>& origin_dir = std::nullopt);
+// `type_hints` (key -> type, e.g. from a stored trial's parameters) decide the type of a
+// min/max dimension when there is no schema: load_study passes them so that it sees the types
+// the study ran with.
 StudySpec parse_study(std::string_view text, const std::filesystem::path& file,
-                      const std::filesystem::path& origin_dir, const TrainRules* rules);
+                      const std::filesystem::path& origin_dir, const TrainRules* rules,
+                      const std::map<std::string, ParamType>* type_hints = nullptr);
 
 // The one validation of a train study's search space, before any trial: every key is known
 // (did-you-mean), bounds and values are inside the key's range and allowed values, list values
@@ -140,7 +152,8 @@ StudySpec parse_study(std::string_view text, const std::filesystem::path& file,
 // fails at every value). Throws StudyError naming the file and key. parse_study calls it.
 void validate_space(const StudySpec& spec, const TrainRules& rules);
 
-// The parameters of trial `index` (scientific first, then nuisance, each in file order).
+// The parameters of trial `index` (scientific first, then their paired `with` keys, then
+// nuisance, each in file order).
 Params trial_params(const StudySpec& spec, uint64_t index);
 
 // The text of a value in a --set override: 0.05, 128, true, "sgd".
