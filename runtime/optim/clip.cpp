@@ -11,6 +11,7 @@
 #include "runtime/autograd/tape.h"
 #include "runtime/core/error.h"
 #include "runtime/device/cuda_device.h"
+#include "runtime/optim/pairs.h"
 
 #ifdef PB_WITH_CUDA
 #include "runtime/device/pinned.h"
@@ -194,23 +195,13 @@ void GradientClipper::clip_gradients(const std::vector<Tensor>& grads) {
     for (const Tensor& g : defined) pairs.push_back({g.data<T>(), nullptr, g.numel()});
     return pairs;
   };
-  if (device.is_cpu()) {
-    if (grad_norm_.dtype() == DType::F64) {
-      const auto pairs = pairs_of.template operator()<double>();
-      kernels::scale_tensors_cpu<double>(static_cast<int64_t>(pairs.size()), pairs.data(),
-                                         scale_.data<double>());
-    } else {
-      const auto pairs = pairs_of.template operator()<float>();
-      kernels::scale_tensors_cpu<float>(static_cast<int64_t>(pairs.size()), pairs.data(),
-                                        scale_.data<float>());
-    }
-  } else {
-#ifdef PB_WITH_CUDA
-    const auto pairs = pairs_of.template operator()<float>();
-    kernels::scale_tensors_cuda(device::launch_stream(device), static_cast<int64_t>(pairs.size()),
-                                pairs.data(), scale_.data<float>());
-#endif
-  }
+  run_on_pairs(
+      device, grad_norm_.dtype(), pairs_of, scale_,
+      [](int64_t n, const auto* pairs, const auto* scale) {
+        kernels::scale_tensors_cpu(n, pairs, scale);
+      },
+      [](cudaStream_t stream, int64_t n, const kernels::TensorPair<float>* pairs,
+         const float* scale) { kernels::scale_tensors_cuda(stream, n, pairs, scale); });
   ++steps_;
 }
 

@@ -13,6 +13,7 @@
 #include "runtime/autograd/tape.h"
 #include "runtime/core/error.h"
 #include "runtime/device/cuda_device.h"
+#include "runtime/optim/pairs.h"
 #include "runtime/optim/registry.h"
 
 namespace pb::optim {
@@ -405,27 +406,14 @@ void Optimizer::apply_updates(const std::vector<Tensor>& updates, const Tensor& 
     }
     return pairs;
   };
-  if (device_.is_cpu()) {
-    if (dtype_ == DType::F64) {
-      const auto pairs = pairs_of.template operator()<double>();
-      kernels::apply_scaled_update_cpu<double>(static_cast<int64_t>(pairs.size()), pairs.data(),
-                                               scale.data<double>());
-    } else {
-      const auto pairs = pairs_of.template operator()<float>();
-      kernels::apply_scaled_update_cpu<float>(static_cast<int64_t>(pairs.size()), pairs.data(),
-                                              scale.data<float>());
-    }
-  } else {
-#ifdef PB_WITH_CUDA
-    const auto pairs = pairs_of.template operator()<float>();
-    kernels::apply_scaled_update_cuda(device::launch_stream(device_),
-                                      static_cast<int64_t>(pairs.size()), pairs.data(),
-                                      scale.data<float>());
-#else
-    fail<NotImplementedError>("{}: parameters on {} but playbook was built without CUDA", what,
-                              device_.str());
-#endif
-  }
+  run_on_pairs(
+      device_, dtype_, pairs_of, scale,
+      [](int64_t n, const auto* pairs, const auto* s) {
+        kernels::apply_scaled_update_cpu(n, pairs, s);
+      },
+      [](cudaStream_t stream, int64_t n, const kernels::TensorPair<float>* pairs, const float* s) {
+        kernels::apply_scaled_update_cuda(stream, n, pairs, s);
+      });
 }
 
 void Optimizer::zero_grad() {
