@@ -13,7 +13,14 @@ namespace pb {
 Storage::Storage(std::size_t nbytes, Device device)
     : data_(device::allocate(nbytes, device)), nbytes_(nbytes), device_(device) {}
 
+Storage::Storage(void* data, std::size_t nbytes, Device device, std::function<void(void*)> release)
+    : data_(data), nbytes_(nbytes), device_(device), release_(std::move(release)) {}
+
 Storage::~Storage() {
+  if (release_) {
+    release_(data_);
+    return;
+  }
   device::deallocate(data_, nbytes_, device_);
 }
 
@@ -146,7 +153,7 @@ std::vector<T> Tensor::to_vector() const {
     fail<ShapeError>("to_vector: tensor of dtype {} read as {}", dtype_name(dtype()),
                      dtype_name(dtype_of<T>()));
   }
-  device::copy(out.data(), Device::cpu(), raw_data(), device(), nbytes());
+  device::copy_to_host(out.data(), raw_data(), device(), nbytes());
   return out;
 }
 template std::vector<float> Tensor::to_vector<float>() const;
@@ -329,6 +336,15 @@ Tensor empty_like(const Tensor& t) {
 }
 Tensor zeros_like(const Tensor& t) {
   return zeros(t.shape(), TensorOptions{}.with_dtype(t.dtype()).with_device(t.device()));
+}
+
+Tensor from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype) {
+  const std::size_t nbytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
+  if (!storage || storage->nbytes() < nbytes) {
+    fail("from_storage: {} {} needs {} bytes, the storage holds {}", shape.str(), dtype_name(dtype),
+         nbytes, storage ? storage->nbytes() : 0);
+  }
+  return Tensor(make_impl(std::move(storage), 0, shape, dtype));
 }
 
 }  // namespace pb

@@ -3,6 +3,7 @@
 // autograd state (requires_grad, grad, leaf or op output). Copies of a Tensor share the same
 // underlying tensor (like torch.Tensor handles); clone() makes a new one.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <span>
@@ -21,6 +22,9 @@ namespace pb {
 class Storage {
  public:
   Storage(std::size_t nbytes, Device device);
+  // Adopts nbytes at `data` on `device`, owned elsewhere: `release(data)` runs instead of the
+  // deallocation when the last tensor goes away (pooled pinned batches, copy-stream buffers).
+  Storage(void* data, std::size_t nbytes, Device device, std::function<void(void*)> release);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -33,6 +37,7 @@ class Storage {
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
   Device device_;
+  std::function<void(void*)> release_;  // adopted memory only
 };
 
 struct TensorOptions {
@@ -128,6 +133,8 @@ Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptio
   return from_vector<T>(std::span<const T>(values), shape, options);
 }
 Tensor empty_like(const Tensor& t);
+// A tensor of `shape` and `dtype` over the start of `storage` (which must hold its bytes).
+Tensor from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype);
 Tensor zeros_like(const Tensor& t);
 
 // The internals behind a Tensor handle.

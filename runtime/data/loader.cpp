@@ -1,6 +1,6 @@
 // DataLoader. Workers and the consumer share one mutex: a worker takes it only to claim a batch
 // number (and, once per epoch, to compute that epoch's order) and to file the finished batch in
-// its reorder slot; the batch itself is built outside the lock into freshly allocated tensors.
+// its reorder slot; the batch itself is built outside the lock into tensors from the buffer pool.
 
 #include "runtime/data/loader.h"
 
@@ -61,7 +61,8 @@ DataLoader::DataLoader(std::shared_ptr<const ImageDataset> dataset, std::vector<
     : dataset_(std::move(dataset)),
       indices_(std::move(indices)),
       config_(std::move(config)),
-      augmenter_(make_augmenter(config_.augment, dataset_)) {
+      augmenter_(make_augmenter(config_.augment, dataset_)),
+      pool_(device::HostBufferPool::create(config_.pin_memory)) {
   if (config_.batch_size < 1)
     fail("DataLoader: batch_size must be >= 1, got {}", config_.batch_size);
   if (config_.workers < 0 || config_.workers > 256) {
@@ -193,9 +194,9 @@ Batch DataLoader::build(const Ticket& ticket) const {
   const int64_t example = ds.example_size();
 
   Batch batch;
-  batch.images = empty(Shape{rows, ds.channels, ds.height, ds.width});
-  batch.labels = empty(Shape{rows}, TensorOptions{}.with_dtype(DType::I32));
-  batch.weights = empty(Shape{rows});
+  batch.images = pool_->tensor(Shape{rows, ds.channels, ds.height, ds.width}, DType::F32);
+  batch.labels = pool_->tensor(Shape{rows}, DType::I32);
+  batch.weights = pool_->tensor(Shape{rows}, DType::F32);
   batch.real_count = real;
   batch.epoch = ticket.epoch;
   batch.index_in_epoch = ticket.index;

@@ -16,6 +16,11 @@
 // them out strictly in order. So 0, 1 or N workers give bitwise-identical batches, and a loader
 // restored with seek(state()) continues exactly as an uninterrupted one.
 //
+// Buffers: batches are collated into tensors from a HostBufferPool (runtime/device/pinned.h),
+// pinned when pin_memory is set (batches bound for a CUDA device), plain host memory otherwise.
+// A batch's buffers return to the pool when its last tensor goes away (after the asynchronous
+// copy that reads them, when one was recorded), so a run reuses about prefetch + 2 of them.
+//
 // Flow control: at most `prefetch` batches (ready or being built) exist ahead of the consumer;
 // a worker waits until the consumer takes a batch before it claims one further ahead. The
 // destructor stops and joins the workers, also mid-epoch, and frees the unconsumed batches.
@@ -32,6 +37,7 @@
 #include "runtime/core/tensor.h"
 #include "runtime/data/augment.h"
 #include "runtime/data/dataset.h"
+#include "runtime/device/pinned.h"
 
 namespace pb::data {
 
@@ -50,6 +56,8 @@ struct LoaderConfig {
   // in-memory dataset behave like slow storage, to study input-bound training (the batch-size
   // sweep's input-bound verdict is tested with it).
   int64_t example_delay_us = 0;
+  // Collate into pinned host memory, for asynchronous copies to a CUDA device (needs CUDA).
+  bool pin_memory = false;
 
   // Endless shuffled epochs with drop_last.
   static LoaderConfig training(int64_t batch_size, uint64_t seed, AugmentConfig augment,
@@ -100,6 +108,8 @@ class DataLoader {
   int64_t size() const { return static_cast<int64_t>(indices_.size()); }
   const LoaderConfig& config() const { return config_; }
   const ImageDataset& dataset() const { return *dataset_; }
+  // The pool the batches' tensors come from (record copy events there; stats for tests).
+  device::HostBufferPool& buffer_pool() const { return *pool_; }
 
  private:
   // One batch to build: its global number g = epoch * batches_per_epoch + k, and the order of
@@ -131,6 +141,7 @@ class DataLoader {
   std::shared_ptr<const std::vector<int64_t>> in_order_;  // indices_, for shuffle = false
   LoaderConfig config_;
   Augmenter augmenter_;
+  std::shared_ptr<device::HostBufferPool> pool_;
   int64_t batches_per_epoch_ = 0;
   int64_t window_ = 1;  // batches allowed ahead of the consumer
 

@@ -26,6 +26,26 @@ namespace {
 std::atomic<bool> g_poison{false};
 }
 
+namespace {
+std::atomic<std::uint64_t> g_transfers[4] = {};
+std::atomic<TransferObserver> g_observer{nullptr};
+}  // namespace
+
+void note_transfer(Transfer kind, std::size_t nbytes) {
+  g_transfers[static_cast<int>(kind)].fetch_add(1, std::memory_order_relaxed);
+  if (const TransferObserver observer = g_observer.load()) observer(kind, nbytes);
+}
+
+TransferCounts transfer_counts() {
+  auto n = [](Transfer k) { return g_transfers[static_cast<int>(k)].load(); };
+  return {n(Transfer::kBlockingCopy), n(Transfer::kHostRead), n(Transfer::kAsyncCopy),
+          n(Transfer::kSynchronize)};
+}
+
+void set_transfer_observer(TransferObserver observer) {
+  g_observer.store(observer);
+}
+
 void set_poison_allocations(bool on) {
   g_poison.store(on);
 }
@@ -112,8 +132,11 @@ void deallocate(void* ptr, std::size_t nbytes, Device d) noexcept {
   }
 }
 
-void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t nbytes) {
-  if (nbytes == 0) return;
+namespace {
+
+// The copy itself; `wait`: the host waits for it (and for the work queued before it).
+void copy_impl(void* dst, Device dst_device, const void* src, Device src_device, std::size_t nbytes,
+               bool wait) {
   if (dst_device.is_cpu() && src_device.is_cpu()) {
     std::memcpy(dst, src, nbytes);
     return;
@@ -122,8 +145,8 @@ void copy(void* dst, Device dst_device, const void* src, Device src_device, std:
   if (src_device.is_cuda()) check_cuda_device(src_device);
 #ifdef PB_WITH_CUDA
   // The copy is queued on the compute stream of the CUDA side (dst's when both are CUDA), after
-  // the kernels that produced src or still use dst, and the host waits for it. A plain cudaMemcpy
-  // would run on the legacy default stream, which does not wait for non-blocking streams.
+  // the kernels that produced src or still use dst. A plain cudaMemcpy would run on the legacy
+  // default stream, which does not wait for non-blocking streams.
   const Device cuda_side = dst_device.is_cuda() ? dst_device : src_device;
   DeviceGuard guard(cuda_side);
   cudaStream_t stream = compute_stream(cuda_side);
@@ -134,8 +157,26 @@ void copy(void* dst, Device dst_device, const void* src, Device src_device, std:
     src_ready.make_stream_wait(stream);
   }
   PB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream));
-  PB_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (wait) PB_CUDA_CHECK(cudaStreamSynchronize(stream));
+#else
+  (void)wait;
 #endif
+}
+
+}  // namespace
+
+void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t nbytes) {
+  if (nbytes == 0) return;
+  const bool same_device = dst_device == src_device;
+  if (!same_device) note_transfer(Transfer::kBlockingCopy, nbytes);
+  // Within one CUDA device, stream order alone keeps every later use after the copy.
+  copy_impl(dst, dst_device, src, src_device, nbytes, /*wait=*/!same_device);
+}
+
+void copy_to_host(void* dst, const void* src, Device src_device, std::size_t nbytes) {
+  if (nbytes == 0) return;
+  note_transfer(Transfer::kHostRead, nbytes);
+  copy_impl(dst, Device::cpu(), src, src_device, nbytes, /*wait=*/true);
 }
 
 void zero(void* ptr, std::size_t nbytes, Device d) {
@@ -153,6 +194,7 @@ void zero(void* ptr, std::size_t nbytes, Device d) {
 }
 
 void synchronize(Device d) {
+  note_transfer(Transfer::kSynchronize, 0);
   if (d.is_cpu()) return;
   check_cuda_device(d);
 #ifdef PB_WITH_CUDA

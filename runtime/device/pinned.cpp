@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "runtime/core/error.h"
+#include "runtime/device/memory.h"
 
 #ifdef PB_WITH_CUDA
 #include "kernels/cuda/check.h"
@@ -84,6 +85,7 @@ Event copy_async(void* dst, Device dst_device, const void* src, Device src_devic
   if (dst_device.is_cuda()) check_cuda_device(dst_device);
   if (src_device.is_cuda()) check_cuda_device(src_device);
   const Device cuda_side = dst_device.is_cuda() ? dst_device : src_device;
+  note_transfer(Transfer::kAsyncCopy, nbytes);
   DeviceGuard guard(cuda_side);
   PB_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream));
   record_use(dst, dst_device, stream);
@@ -149,6 +151,125 @@ void PinnedBuffer::reset() noexcept {
   }
   data_ = nullptr;
   size_ = 0;
+}
+
+// ---- HostBufferPool -----------------------------------------------------------------------------
+
+std::shared_ptr<HostBufferPool> HostBufferPool::create(bool pinned) {
+  if (pinned) (void)pinned_allocator();  // throws NotImplementedError in a CPU-only build
+  return std::shared_ptr<HostBufferPool>(new HostBufferPool(pinned));
+}
+
+HostBufferPool::~HostBufferPool() {
+  // Only free buffers are left: a buffer in use holds the pool. Their copies must be done before
+  // the memory goes back (the pinned allocator would wait too; host memory has no such guard).
+  for (auto& [nbytes, entry] : free_) {
+    try {
+      entry.second.synchronize();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "playbook: warning: waiting for a batch copy failed: %s\n", e.what());
+    }
+    if (pinned_) {
+      try {
+        pinned_allocator().free(entry.first);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "playbook: warning: freeing a pinned batch buffer failed: %s\n",
+                     e.what());
+      }
+    } else {
+      deallocate(entry.first, nbytes, Device::cpu());
+    }
+  }
+}
+
+Tensor HostBufferPool::tensor(const Shape& shape, DType dtype) {
+  const std::size_t nbytes = static_cast<std::size_t>(shape.numel()) * dtype_size(dtype);
+  if (nbytes == 0) return empty(shape, TensorOptions{}.with_dtype(dtype));
+  void* ptr = nullptr;
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.requests;
+    auto [first, last] = free_.equal_range(nbytes);
+    for (auto it = first; it != last; ++it) {
+      if (!it->second.second.query()) continue;  // a copy still reads it
+      ptr = it->second.first;
+      free_.erase(it);
+      ++stats_.reused;
+      break;
+    }
+  }
+  if (ptr == nullptr) {
+    // Outside the lock: cudaHostAlloc is slow, and an out-of-memory throws from here.
+    ptr = pinned_ ? pinned_allocator().allocate(nbytes, nullptr) : allocate(nbytes, Device::cpu());
+    const std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.buffers;
+    stats_.bytes += nbytes;
+  }
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    in_use_[ptr] = Held{nbytes, Event{}};
+    ++stats_.in_use;
+  }
+  auto storage = std::make_shared<Storage>(
+      ptr, nbytes, Device::cpu(), [pool = shared_from_this()](void* p) { pool->give_back(p); });
+  return from_storage(std::move(storage), shape, dtype);
+}
+
+void HostBufferPool::record_event(const Tensor& host, Event done) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = in_use_.find(host.impl() ? host.impl()->storage->data() : nullptr);
+  if (it == in_use_.end())
+    fail("HostBufferPool::record_event: the tensor is not one of the pool's");
+  it->second.done = std::move(done);
+}
+
+void HostBufferPool::give_back(void* ptr) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = in_use_.find(ptr);
+  if (it == in_use_.end()) return;  // not ours: cannot happen, and a destructor must not throw
+  free_.emplace(it->second.nbytes, std::make_pair(ptr, std::move(it->second.done)));
+  in_use_.erase(it);
+  --stats_.in_use;
+}
+
+HostBufferPool::Stats HostBufferPool::stats() const {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+// ---- to_device_async ----------------------------------------------------------------------------
+
+DeviceCopy to_device_async(const Tensor& host, Device device) {
+  if (!host.device().is_cpu()) {
+    fail("to_device_async: the source is on {}, expected a host tensor", host.device().str());
+  }
+  if (device.is_cpu()) {
+    note_transfer(Transfer::kAsyncCopy, 0);  // a handoff: host memory is the device's
+    return {host, Event{}};
+  }
+  check_cuda_device(device);
+  const std::size_t nbytes = host.nbytes();
+  if (nbytes == 0) {
+    return {empty(host.shape(), TensorOptions{}.with_dtype(host.dtype()).with_device(device)), {}};
+  }
+  // Allocated for the copy stream, which writes it; the compute stream, which reads it, is
+  // recorded below so the block is reused only after those kernels too.
+  CachingAllocator& cache = allocator(device);
+  cudaStream_t stream = copy_stream(device);
+  void* dst = cache.allocate(nbytes, stream);
+  auto storage = std::make_shared<Storage>(dst, nbytes, device, [device](void* p) {
+    try {
+      allocator(device).free(p);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "playbook: warning: freeing a batch on %s failed: %s\n",
+                   device.str().c_str(), e.what());
+    }
+  });
+  Tensor out = from_storage(std::move(storage), host.shape(), host.dtype());
+  Event done = copy_async(dst, device, host.raw_data(), Device::cpu(), nbytes, stream);
+  done.make_stream_wait(compute_stream(device));
+  cache.record_stream(dst, compute_stream(device));
+  return {std::move(out), std::move(done)};
 }
 
 }  // namespace pb::device

@@ -20,9 +20,14 @@
 // In a CPU-only build the pinned allocator throws NotImplementedError; copy_async between two CPU
 // buffers still works (a plain memcpy).
 #include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <utility>
 
 #include "runtime/core/device.h"
+#include "runtime/core/tensor.h"
 #include "runtime/device/caching_allocator.h"
 #include "runtime/device/cuda_device.h"
 
@@ -75,5 +80,70 @@ Event copy_async(void* dst, Device dst_device, const void* src, Device src_devic
 // The same on the copy stream of the CUDA side (dst's device when both are CUDA).
 Event copy_async(void* dst, Device dst_device, const void* src, Device src_device,
                  std::size_t nbytes);
+
+// ---- the input pipeline's buffers
+// ----------------------------------------------------------------
+//
+// HostBufferPool: the host buffers that loader workers collate batches into, reused instead of
+// allocated per batch: pinned (pinned_allocator(), for copies that overlap compute) when the
+// batches go to a CUDA device, plain host memory otherwise. A buffer handed out as a CPU tensor
+// returns to the pool when the last tensor using it goes away; when an asynchronous copy still
+// reads it (record_event), it is handed out again only once that copy's event has completed,
+// checked without blocking at the next request. The pool lives as long as its last buffer in use.
+//
+//   auto pool = HostBufferPool::create(/*pinned=*/device.is_cuda());
+//   Tensor images = pool->tensor(Shape{B, C, H, W}, DType::F32);   // loader thread: collate
+//   DeviceCopy x = to_device_async(images, device);                // main thread: H2D, no wait
+//   pool->record_event(images, std::move(x.done));                 // reuse after the copy
+class HostBufferPool : public std::enable_shared_from_this<HostBufferPool> {
+ public:
+  struct Stats {
+    std::size_t buffers = 0;     // held by the pool now (free and in use)
+    std::size_t in_use = 0;      // handed out, not yet returned
+    std::size_t bytes = 0;       // in all the buffers held
+    std::uint64_t requests = 0;  // tensor() calls
+    std::uint64_t reused = 0;    // of those, served by a returned buffer
+  };
+
+  // pinned = true needs CUDA (pinned_allocator()).
+  static std::shared_ptr<HostBufferPool> create(bool pinned);
+  ~HostBufferPool();
+  HostBufferPool(const HostBufferPool&) = delete;
+  HostBufferPool& operator=(const HostBufferPool&) = delete;
+
+  // A CPU tensor over a buffer of exactly its bytes: a returned one whose last copy has
+  // completed, or a new one. Thread-safe.
+  Tensor tensor(const Shape& shape, DType dtype);
+  // The buffer under `host` (a tensor from this pool) is reused only after `done` completes.
+  void record_event(const Tensor& host, Event done);
+  Stats stats() const;
+  bool pinned() const { return pinned_; }
+
+ private:
+  explicit HostBufferPool(bool pinned) : pinned_(pinned) {}
+  void give_back(void* ptr);
+
+  struct Held {
+    std::size_t nbytes = 0;
+    Event done;  // the last copy reading the buffer (empty: none)
+  };
+  const bool pinned_;
+  mutable std::mutex mutex_;
+  std::multimap<std::size_t, std::pair<void*, Event>> free_;  // by size
+  std::map<void*, Held> in_use_;
+  Stats stats_;
+};
+
+// A host tensor's values on a device, and the event of the copy that put them there.
+struct DeviceCopy {
+  Tensor tensor;
+  Event done;  // complete once the host buffer has been read (empty: nothing in flight)
+};
+
+// host (a CPU tensor; pinned for overlap) -> a new tensor on `device`, copied on the device's copy
+// stream into memory allocated for that stream; the compute stream waits for the copy, the host
+// does not. For a CPU `device` the result is `host` itself (no copy: host memory is the device's).
+// Counted as an asynchronous transfer (memory.h transfer_counts).
+DeviceCopy to_device_async(const Tensor& host, Device device);
 
 }  // namespace pb::device
