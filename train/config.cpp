@@ -148,6 +148,11 @@ struct TrainSchema {
               "cap on the memory the run may hold on its device in MiB (0: none); past it an "
               "allocation fails as out of memory, as on a smaller device")
         .at_least(0);
+    train
+        .bind(s, &TrainSettings::nvtx, "train.nvtx", "step",
+              "NVTX ranges for Nsight Systems, domain playbook: step (step, data_wait, h2d, "
+              "forward, backward, optimizer, eval, checkpoint; payload the step) or off")
+        .one_of({"off", "step"});
     s.check();
   }
 };

@@ -70,6 +70,7 @@ struct TrainSettings {
   std::string loss;          // cross_entropy | mse
   double divergence_factor;  // stop when the logged loss exceeds this x the loss before training
   int64_t memory_limit_mb;   // cap on the memory the run may hold on its device (0: none)
+  std::string nvtx;          // off | step: NVTX ranges of the step phases (train/nvtx.h)
 };
 
 // The typed view of a resolved Config that the trainer runs from.

@@ -5,6 +5,7 @@
 #include "runtime/autograd/tape.h"
 #include "runtime/data/augment.h"
 #include "runtime/data/loader.h"
+#include "runtime/device/pinned.h"
 #include "runtime/ops/ops.h"
 
 namespace pb::train {
@@ -46,15 +47,21 @@ Evaluation evaluate(nn::Module& model, std::shared_ptr<const data::ImageDataset>
   autograd::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
-  data::DataLoader loader(
-      ds, std::move(indices),
-      data::LoaderConfig::evaluation(batch_size, data::default_augment(ds->name, false), workers));
+  data::LoaderConfig config =
+      data::LoaderConfig::evaluation(batch_size, data::default_augment(ds->name, false), workers);
+  config.pin_memory = device.is_cuda();
+  data::DataLoader loader(ds, std::move(indices), config);
+  // Pinned batches go to the device asynchronously; the host reads the sums once, at the end.
+  auto stage = [&](const Tensor& host) {
+    device::DeviceCopy copied = device::to_device_async(host, device);
+    if (copied.done.defined()) loader.buffer_pool().record_event(host, std::move(copied.done));
+    return copied.tensor;
+  };
   const TensorOptions on_device = TensorOptions{}.with_device(device);
   Tensor loss_sum = zeros({}, on_device), counts = zeros({2}, on_device);
   int64_t examples = 0;
   while (auto batch = loader.next()) {
-    const Tensor x = batch->images.to(device), y = batch->labels.to(device),
-                 w = batch->weights.to(device);
+    const Tensor x = stage(batch->images), y = stage(batch->labels), w = stage(batch->weights);
     const Tensor logits = model(x);
     ops::add_(loss_sum, ops::softmax_cross_entropy(logits, y, w),
               static_cast<double>(batch->real_count));

@@ -3,12 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <variant>
 
@@ -21,6 +23,7 @@
 #include "runtime/device/cpu.h"
 #include "runtime/device/errors.h"
 #include "runtime/device/memory.h"
+#include "runtime/device/pinned.h"
 #include "runtime/nn/layers.h"
 #include "runtime/ops/ops.h"
 #include "runtime/optim/clip.h"
@@ -29,8 +32,10 @@
 #include "runtime/optim/schedule.h"
 #include "train/config.h"
 #include "train/evaluate.h"
+#include "train/nvtx.h"
 #include "train/progress.h"
 #include "train/run_dir.h"
+#include "train/step_phases.h"
 
 namespace pb::train {
 namespace fs = std::filesystem;
@@ -38,11 +43,14 @@ using json = nlohmann::json;
 
 namespace {
 
-// labels:(N) int32, CPU -> (N,K) float32 one-hot rows, CPU: the targets of the mse loss.
-Tensor one_hot(const Tensor& labels, int64_t classes) {
-  Tensor out = zeros(Shape{labels.numel(), classes});
+// labels:(N) int32, CPU -> (N,K) float32 one-hot rows, CPU (from `pool` when given): the
+// targets of the mse loss.
+Tensor one_hot(const Tensor& labels, int64_t classes, device::HostBufferPool* pool = nullptr) {
+  const Shape shape{labels.numel(), classes};
+  Tensor out = pool ? pool->tensor(shape, DType::F32) : empty(shape);
   const int32_t* l = labels.data<int32_t>();
   float* o = out.data<float>();
+  std::fill(o, o + out.numel(), 0.0f);
   for (int64_t i = 0; i < labels.numel(); ++i) o[i * classes + l[i]] = 1.0f;
   return out;
 }
@@ -394,62 +402,116 @@ RunSummary Run::run_training() {
                         ema_ ? fmt::format("decay={:g}", cfg_.ema.decay) : "off");
   }
 
-  data::DataLoader loader(
-      train_set_, split_.train,
-      [&] {
-        data::LoaderConfig lc = data::LoaderConfig::training(
-            cfg_.train.batch_size, cfg_.train.data_seed,
-            [&] {
-              data::AugmentConfig a = data::default_augment(train_set_->name, true);
-              a.crop_padding = cfg_.data.crop_padding;
-              a.horizontal_flip = cfg_.data.horizontal_flip;
-              return a;
-            }(),
-            cfg_.data.workers);
-        lc.prefetch = cfg_.data.prefetch;
-        lc.example_delay_us = cfg_.data.example_delay_us;
-        return lc;
-      }(),
-      loader_state_);
+  set_nvtx_enabled(cfg_.train.nvtx != "off");
+  // The input: the loader's batches, collated into pinned buffers when they go to a GPU; or,
+  // for `playbook profile`, one batch of random inputs of the same shapes and classes, made on
+  // the device once (no loader: the compute alone).
+  std::optional<data::DataLoader> loader;
+  Tensor fixed_x, fixed_y, fixed_targets;
+  if (options_.device_synthetic_input) {
+    Generator gen(cfg_.train.data_seed);
+    const models::DataShape shape = shape_of(*train_set_);
+    fixed_x = normal(Shape{cfg_.train.batch_size, shape.channels, shape.height, shape.width}, 0.0,
+                     1.0, gen, TensorOptions{}.with_device(device_));
+    std::vector<int32_t> labels(static_cast<std::size_t>(cfg_.train.batch_size));
+    for (auto& l : labels)
+      l = static_cast<int32_t>(gen.below(static_cast<uint64_t>(shape.num_classes)));
+    const Tensor host_labels = from_vector<int32_t>(labels, Shape{cfg_.train.batch_size},
+                                                    TensorOptions{}.with_dtype(DType::I32));
+    fixed_y = host_labels.to(device_);
+    fixed_targets = one_hot(host_labels, shape.num_classes).to(device_);
+  } else {
+    data::LoaderConfig lc = data::LoaderConfig::training(
+        cfg_.train.batch_size, cfg_.train.data_seed,
+        [&] {
+          data::AugmentConfig a = data::default_augment(train_set_->name, true);
+          a.crop_padding = cfg_.data.crop_padding;
+          a.horizontal_flip = cfg_.data.horizontal_flip;
+          return a;
+        }(),
+        cfg_.data.workers);
+    lc.prefetch = cfg_.data.prefetch;
+    lc.example_delay_us = cfg_.data.example_delay_us;
+    lc.pin_memory = device_.is_cuda();
+    loader.emplace(train_set_, split_.train, lc, loader_state_);
+  }
+  // A host tensor from the loader's pool on the device: an asynchronous copy on the copy stream
+  // that the compute stream waits for; its buffer is reused once the copy is done (no host wait).
+  auto stage = [&](const Tensor& host) {
+    device::DeviceCopy copied = device::to_device_async(host, device_);
+    if (copied.done.defined()) loader->buffer_pool().record_event(host, std::move(copied.done));
+    return copied.tensor;
+  };
   const TensorOptions on_device = TensorOptions{}.with_device(device_);
   Tensor loss_sum = zeros({}, on_device);
   int64_t window_steps = 0;
   double window_wait = 0;
+  StepPhases phases(device_);
   auto window_start = std::chrono::steady_clock::now();
   ProgressLine progress(cfg_.train.max_train_steps, cfg_.train.log_every, out_, step_);
   model_->train();
 
+  // No host-device synchronisation inside a step: the loss, the gradient norms and the phase
+  // timings stay on the device until a log step reads them (and the loss of step 1, once).
   std::string status = "completed";
   while (step_ < cfg_.train.max_train_steps) {
-    std::optional<data::Batch> batch = loader.next();
-    window_wait += batch->wait_seconds;
-    const Tensor x = batch->images.to(device_);
-
-    optimizer_->zero_grad();
-    const Tensor logits = (*model_)(x);
-    const Tensor loss =
-        cfg_.train.loss == "mse"
-            ? ops::mse_loss(logits, one_hot(batch->labels, train_set_->num_classes).to(device_))
-            : ops::softmax_cross_entropy(logits, batch->labels.to(device_), Tensor{},
-                                         cfg_.train.label_smoothing);
-    if (std::isnan(initial_loss_)) {
-      // The reference of divergence detection: the loss before the first update (one host
-      // read, at the first step only). A run already far above it at its first log step has
-      // diverged, however its later steps behave.
-      initial_loss_ = static_cast<double>(loss.item<float>());
+    const int64_t step = step_ + 1;
+    const NvtxRange step_range("step", step);
+    std::optional<data::Batch> batch;
+    if (loader) {
+      auto phase = phases.scope(Phase::kDataWait, step);
+      batch = loader->next();
+      window_wait += batch->wait_seconds;
     }
-    loss.backward();
-    const double lr = schedule_->learning_rate(step_);
-    clipper_->step(*optimizer_, lr);  // global norm -> clip factor -> fused update(lr, factor)
-    step_norms_.push_back(clipper_->grad_norm().clone());  // read at the log step, no sync here
+    Tensor x = fixed_x, labels = fixed_y, targets = fixed_targets;
+    if (batch) {
+      auto phase = phases.scope(Phase::kH2D, step);
+      x = stage(batch->images);
+      if (cfg_.train.loss == "mse") {
+        targets = stage(one_hot(batch->labels, train_set_->num_classes, &loader->buffer_pool()));
+      } else {
+        labels = stage(batch->labels);
+      }
+    }
+    if (summary.input_shape.empty()) {
+      const auto dims = x.shape().dims();
+      summary.input_shape.assign(dims.begin(), dims.end());
+    }
+    Tensor loss;
     {
-      autograd::NoGradGuard no_grad;
-      ops::add_(loss_sum, loss.detach());
+      auto phase = phases.scope(Phase::kForward, step);
+      optimizer_->zero_grad();
+      const Tensor logits = (*model_)(x);
+      loss = cfg_.train.loss == "mse"
+                 ? ops::mse_loss(logits, targets)
+                 : ops::softmax_cross_entropy(logits, labels, Tensor{}, cfg_.train.label_smoothing);
+      if (std::isnan(initial_loss_)) {
+        // The reference of divergence detection: the loss before the first update (one host
+        // read, at the first step only). A run already far above it at its first log step has
+        // diverged, however its later steps behave.
+        initial_loss_ = static_cast<double>(loss.item<float>());
+      }
     }
+    {
+      auto phase = phases.scope(Phase::kBackward, step);
+      loss.backward();
+    }
+    const double lr = schedule_->learning_rate(step_);
+    {
+      auto phase = phases.scope(Phase::kOptimizer, step);
+      clipper_->step(*optimizer_, lr);  // global norm -> clip factor -> fused update(lr, factor)
+      // A copy on the device (stream-ordered, no host wait), read at the log step.
+      step_norms_.push_back(clipper_->grad_norm().clone());
+      {
+        autograd::NoGradGuard no_grad;
+        ops::add_(loss_sum, loss.detach());
+      }
+      if (ema_) ema_->update();
+    }
+    batch.reset();  // its buffers go back to the pool (after their copies)
     ++step_;
     ++window_steps;
-    loader_state_ = loader.state();
-    if (ema_) ema_->update();
+    if (loader) loader_state_ = loader->state();
 
     if (step_ % cfg_.train.log_every == 0 || step_ == cfg_.train.max_train_steps) {
       const double train_loss = loss_sum.item<float>() / static_cast<double>(window_steps);
@@ -465,6 +527,9 @@ RunSummary Run::run_training() {
                    {"clipped_fraction", clipper_->read_stats().clipped_fraction},
                    {"examples_per_sec", throughput_},
                    {"data_wait_fraction", window_wait / std::max(seconds, 1e-9)}};
+      const std::array<double, kPhaseCount> phase_seconds = phases.take();
+      json& per_phase = line["phase_seconds"] = json::object();
+      for (int p = 0; p < kPhaseCount; ++p) per_phase[kPhaseNames[p]] = phase_seconds[p];
       const bool diverged = !std::isfinite(train_loss) || !std::isfinite(initial_loss_) ||
                             train_loss > cfg_.train.divergence_factor * initial_loss_;
       // With data.validation_size = 0 there is no validation: nothing is logged for it.
@@ -472,6 +537,7 @@ RunSummary Run::run_training() {
           !diverged && !split_.validation.empty() &&
           (step_ % cfg_.train.eval_every == 0 || step_ == cfg_.train.max_train_steps);
       if (eval_now) {
+        const NvtxRange eval_range("eval", step_);
         if (ema_) ema_->swap();
         const Evaluation val = evaluate(*model_, train_set_, split_.validation,
                                         cfg_.train.eval_batch_size, cfg_.data.workers, device_);
@@ -500,15 +566,17 @@ RunSummary Run::run_training() {
       window_steps = 0;
       window_wait = 0;
       window_start = std::chrono::steady_clock::now();
-      if (step_ % cfg_.train.checkpoint_every == 0 || step_ == cfg_.train.max_train_steps)
+      if (step_ % cfg_.train.checkpoint_every == 0 || step_ == cfg_.train.max_train_steps) {
+        const NvtxRange checkpoint_range("checkpoint", step_);
         save_checkpoint();
+      }
     }
   }
 
   summary.status = status;
   summary.steps = step_;
   summary.examples_per_sec = throughput_;
-  if (status == "completed") {
+  if (status == "completed" && options_.final_evaluation) {
     if (ema_) ema_->swap();
     const Evaluation test = evaluate(*model_, test_set_, data::iota_indices(test_set_->count),
                                      cfg_.train.eval_batch_size, cfg_.data.workers, device_);

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 #include "runtime/config/config.h"
 
@@ -33,6 +34,11 @@ struct TrainOptions {
   bool resume = false;
   std::string device_override;  // from --device; empty: the config's train.device
   std::ostream* log = nullptr;  // progress lines; nullptr: std::cout
+  // For `playbook profile` (train/profile.h): train on one batch of random inputs of the data
+  // set's shapes and classes, made on the device before the first step (no loader, no copies),
+  // to measure the compute alone; and skip the final test evaluation.
+  bool device_synthetic_input = false;
+  bool final_evaluation = true;
 };
 
 struct RunSummary {
@@ -45,6 +51,7 @@ struct RunSummary {
   double best_test_error = -1;  // best checkpoint (by validation error)
   double examples_per_sec = 0;
   double wall_seconds = 0;
+  std::vector<int64_t> input_shape;  // (B,C,H,W) of the inputs the steps trained on
   std::string reason;  // diverged / out_of_memory: what happened, in words
 };
 
