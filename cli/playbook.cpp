@@ -9,6 +9,7 @@
 #include <exception>
 #include <iostream>
 
+#include "cli/profile.h"
 #include "cli/report.h"
 #include "cli/study.h"
 #include "runtime/config/config.h"
@@ -83,7 +84,9 @@ int main(int argc, char** argv) {
 
   pb::cli::StudyCommands study_commands(app);
   pb::cli::ReportCommands report_commands(app);
+  pb::cli::ProfileCommand profile_command(app);
   CLI11_PARSE(app, argc, argv);
+  if (const auto rc = profile_command.run()) return *rc;
   if (const auto rc = report_commands.run()) return *rc;  // first: it owns `study rerun`
   if (const auto rc = study_commands.run()) return *rc;
   try {
