@@ -286,3 +286,26 @@ TEST(StudySpec, RangesFollowTheChosenEntryOfAChoiceSection) {
 
 }  // namespace
 }  // namespace pb::tuning
+
+namespace pb::tuning {
+namespace {
+
+// Without a schema (a stored study re-read by load_study), the stored parameters' types decide.
+TEST(StudySpec, TypeHintsStandInForTheSchema) {
+  const std::string text = std::string(kCommandHeader) +
+                           "trials = 2\n[search.lr]\nmin = 1\nmax = 4\n[search.flag]\nrole = "
+                           "\"nuisance\"\n";
+  const std::map<std::string, ParamType> hints = {{"lr", ParamType::Float},
+                                                  {"flag", ParamType::Bool}};
+  const StudySpec spec =
+      parse_study(text, "study.toml", fs::temp_directory_path(), nullptr, &hints);
+  ASSERT_EQ(spec.search.size(), 2u);
+  EXPECT_EQ(spec.search[0].type, ParamType::Float);
+  EXPECT_EQ(spec.search[1].type, ParamType::Bool);
+  EXPECT_EQ(spec.search[1].values.size(), 2u);
+  // Without hints, integer bounds make an int dimension and a bare dimension is an error.
+  expect_study_error(text, "search.flag: give min and max");
+}
+
+}  // namespace
+}  // namespace pb::tuning
