@@ -98,8 +98,16 @@ struct TrialResult {
 };
 
 struct RerunGroup {
+  RerunGroup() = default;
+  RerunGroup(std::string label_, std::vector<double> objectives_,
+             std::optional<double> original_ = std::nullopt)
+      : label(std::move(label_)), objectives(std::move(objectives_)), original(original_) {}
+
   std::string label;               // e.g. "trial 7"
   std::vector<double> objectives;  // one per seed
+  // The original run that was picked for rerunning (not counted: picked for being best, it is
+  // biased; shown for comparison, and its bias is reported).
+  std::optional<double> original;
 };
 
 struct StudyData {
@@ -272,6 +280,9 @@ struct TrialVariance {
   double gap_stderr = std::numeric_limits<double>::quiet_NaN();  // pooled * sqrt(1/n1 + 1/n2)
   bool gap_exceeds_noise = false;                                // top_gap > 2 * gap_stderr
   bool ranges_overlap = true;
+  // Mean of (original - rerun mean) over groups with an original, in "better" direction: > 0
+  // when the selected runs were luckier than their reruns (selection bias).
+  double selection_bias = std::numeric_limits<double>::quiet_NaN();
   std::string verdict;
 };
 TrialVariance trial_variance(const std::vector<RerunGroup>& groups, bool minimize);

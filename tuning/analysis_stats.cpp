@@ -159,6 +159,17 @@ TrialVariance trial_variance(const std::vector<RerunGroup>& groups, bool minimiz
     dof += s.n - 1;
     out.groups.push_back(s);
   }
+  double bias = 0;
+  int with_original = 0;
+  for (const auto& gr : groups) {
+    if (!gr.original || !std::isfinite(*gr.original)) continue;
+    for (const auto& s : out.groups)
+      if (s.label == gr.label && s.n > 0) {
+        bias += minimize ? s.mean - *gr.original : *gr.original - s.mean;
+        ++with_original;
+      }
+  }
+  if (with_original > 0) out.selection_bias = bias / with_original;
   std::stable_sort(out.groups.begin(), out.groups.end(),
                    [&](auto& a, auto& b) { return minimize ? a.mean < b.mean : a.mean > b.mean; });
   if (dof > 0) out.pooled_std = std::sqrt(ss / dof);
@@ -193,6 +204,12 @@ TrialVariance trial_variance(const std::vector<RerunGroup>& groups, bool minimiz
                             : ": within the trial variance, the ranking is not reliable",
       out.ranges_overlap ? " (their min-max ranges overlap)" : " (their min-max ranges are apart)",
       spread);
+  if (std::isfinite(out.selection_bias))
+    out.verdict += fmt::format(
+        " The original runs were {} their reruns' means by {} on average{}.",
+        out.selection_bias > 0 ? "better than" : "no better than", g(std::abs(out.selection_bias)),
+        out.selection_bias > out.pooled_std ? ": picking the best of a study picks lucky seeds too"
+                                            : "");
   return out;
 }
 

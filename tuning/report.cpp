@@ -412,6 +412,10 @@ Chart variance_chart(const StudyData& study) {
         rows.push_back({{"group", g.label}, {"y", v}});
         ++marks;
       }
+  json originals = json::array();
+  for (const auto& g : study.reruns)
+    if (g.original && std::isfinite(*g.original))
+      originals.push_back({{"group", g.label}, {"y", *g.original}});
   json spec = base_spec("reruns with new seeds");
   spec["data"] = {{"values", rows}};
   json x{{"field", "group"}, {"type", "nominal"}, {"title", "configuration"}};
@@ -423,12 +427,20 @@ Chart variance_chart(const StudyData& study) {
       {{{"mark", {{"type", "errorbar"}, {"extent", "stdev"}}}, {"encoding", {{"x", x}, {"y", y}}}},
        {{"name", "pb_reruns"},
         {"mark", {{"type", "point"}, {"filled", true}, {"size", 50}}},
-        {"encoding", {{"x", x}, {"y", y}}}}});
+        {"encoding", {{"x", x}, {"y", y}}}},
+       {{"data", {{"values", originals}}},
+        {"mark", {{"type", "tick"}, {"color", "#e45756"}, {"thickness", 2}, {"size", 24}}},
+        {"encoding",
+         {{"x", x},
+          {"y", y},
+          {"tooltip", json::array({{{"field", "y"}, {"title", "original run"}}})}}}}});
   Chart c;
   c.id = "chart-variance";
   c.spec = spec;
   c.expected_marks = marks;
-  c.caption = "One point per rerun; bars: mean +- one standard deviation.";
+  c.caption =
+      "One point per rerun with new seeds; bars: mean +- one standard deviation; red "
+      "tick: the original run, picked for being best (not counted).";
   return c;
 }
 

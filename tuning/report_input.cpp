@@ -181,6 +181,12 @@ StudyData load_study_data(const fs::path& study_dir) {
         for (const auto& t : rerun.trials)
           if (t.status == tuning::TrialStatus::Completed && t.objective)
             g.objectives.push_back(*t.objective);
+        if (digits != std::string::npos) {
+          const int64_t index = std::stoll(stem.substr(digits));
+          for (const auto& t : study.trials)
+            if (t.index == index && t.status == tuning::TrialStatus::Completed)
+              g.original = t.objective;
+        }
         if (!g.objectives.empty()) d.reruns.push_back(std::move(g));
       } catch (const std::exception& e) {
         d.warnings.push_back(fmt::format("reruns in {} skipped: {}", child.string(), e.what()));

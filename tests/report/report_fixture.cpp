@@ -76,7 +76,7 @@ in::StudyData full_study() {
   }
   s.trials.push_back(in::TrialResult{n, in::TrialStatus::Pending, "", {}, {}, -1, {}, ""});
   s.tracking = {{"study", s.name}, {"objective", "best_val_error (min)"}};
-  s.reruns = {{"trial 3", {0.112, 0.115, 0.109}}, {"trial 9", {0.118, 0.121, 0.116}}};
+  s.reruns = {{"trial 3", {0.112, 0.115, 0.109}, 0.108}, {"trial 9", {0.118, 0.121, 0.116}, {}}};
   return s;
 }
 

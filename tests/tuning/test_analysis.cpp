@@ -350,6 +350,11 @@ TEST(TrialVariance, SpreadAndGapAgainstNoise) {
   EXPECT_FALSE(tv.ranges_overlap);
   EXPECT_NE(tv.verdict.find("larger than the trial variance"), std::string::npos);
 
+  // Originals picked for being best sit below their reruns: a selection bias of 0.01.
+  tv = trial_variance({{"a", {0.20, 0.21, 0.22}, 0.20}, {"b", {0.15, 0.16, 0.17}, 0.15}}, true);
+  EXPECT_NEAR(tv.selection_bias, 0.01, 1e-12);
+  EXPECT_NE(tv.verdict.find("lucky seeds"), std::string::npos) << tv.verdict;
+  EXPECT_TRUE(std::isnan(trial_variance({{"a", {1.0, 2.0}}}, true).selection_bias));
   EXPECT_FALSE(trial_variance({{"a", {0.2}}, {"b", {0.3}}}, true).gap_exceeds_noise);
   EXPECT_TRUE(std::isnan(trial_variance({}, true).pooled_std));
 }
