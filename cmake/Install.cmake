@@ -151,6 +151,36 @@ install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR
 
 # ---- the CMake package --------------------------------------------------------------------------
 install(EXPORT playbookTargets NAMESPACE playbook:: DESTINATION ${PLAYBOOK_INSTALL_CMAKEDIR})
+# The packages whose imported targets (Pkg::target) the libraries link, PUBLIC or PRIVATE (static
+# libraries export even their private link dependencies): the config finds each of them, and
+# cmake/Package.cmake turns them into Debian dependencies. OpenBLAS is found separately (our find
+# module, installed next to the config).
+set(PLAYBOOK_DEPENDENCY_PACKAGES)
+foreach(lib IN LISTS PLAYBOOK_LIBRARIES)
+  foreach(prop LINK_LIBRARIES INTERFACE_LINK_LIBRARIES)
+    get_target_property(items ${lib} ${prop})
+    if(items)
+      string(REGEX MATCHALL "[A-Za-z0-9_]+::" namespaces "${items}")
+      list(APPEND PLAYBOOK_DEPENDENCY_PACKAGES ${namespaces})
+    endif()
+  endforeach()
+endforeach()
+list(TRANSFORM PLAYBOOK_DEPENDENCY_PACKAGES REPLACE "::$" "")
+list(TRANSFORM PLAYBOOK_DEPENDENCY_PACKAGES REPLACE "^SQLite$" "SQLite3")
+list(TRANSFORM PLAYBOOK_DEPENDENCY_PACKAGES REPLACE "^CUDA$" "CUDAToolkit")
+list(REMOVE_ITEM PLAYBOOK_DEPENDENCY_PACKAGES playbook OpenBLAS)
+list(REMOVE_DUPLICATES PLAYBOOK_DEPENDENCY_PACKAGES)
+list(SORT PLAYBOOK_DEPENDENCY_PACKAGES)
+set(PLAYBOOK_FIND_DEPENDENCIES "")
+foreach(pkg IN LISTS PLAYBOOK_DEPENDENCY_PACKAGES)
+  if(pkg STREQUAL "CUDAToolkit")
+    string(APPEND PLAYBOOK_FIND_DEPENDENCIES "find_dependency(CUDAToolkit ${CUDAToolkit_VERSION_MAJOR})\n")
+  else()
+    string(APPEND PLAYBOOK_FIND_DEPENDENCIES "find_dependency(${pkg})\n")
+  endif()
+endforeach()
+message(STATUS "playbook package: depends on OpenBLAS ${PLAYBOOK_DEPENDENCY_PACKAGES}")
+
 set(PLAYBOOK_EXPORTED_TARGETS playbook::playbook)
 foreach(lib IN LISTS PLAYBOOK_LIBRARIES)
   get_target_property(export_name ${lib} EXPORT_NAME)

@@ -7,8 +7,8 @@
 #   apt-get install ./playbook_0.1.0_amd64.deb        # (--no-install-recommends: no -dev packages)
 #
 # Depends: the runtime libraries the executable links (what dpkg-shlibdeps derives from its
-# NEEDED entries on Debian 12; scripts/package --check compares the two, so a new dependency
-# that is not declared here fails the install tests). The layer libraries are static, so the
+# NEEDED entries on Debian 12), from the packages the libraries link; scripts/package --check
+# compares the two, so a new dependency without its Debian name below fails the install tests. The layer libraries are static, so the
 # package has no shared library of its own.
 # Recommends: the -dev packages a program built against the installed libraries needs (the
 # headers and link libraries find_package(playbook) finds); a cluster node that only runs
@@ -51,12 +51,35 @@ with their headers under /usr/include/playbook and a CMake package (find_package
 example configs in /usr/share/playbook/configs and a library example in
 /usr/share/playbook/examples/embed. Built with the ${_pb_backend}.")
 
-set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libc6 (>= 2.34), libgcc-s1 (>= 3.0), libstdc++6 (>= 12), libopenblas0, libfmt9 (>= 9.1.0), \
-libtomlplusplus3 (>= 3.2.0), zlib1g (>= 1:1.1.4), libsqlite3-0 (>= 3.5.9)")
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS
-    "libopenblas-dev, libfmt-dev, libtomlplusplus-dev, nlohmann-json3-dev, zlib1g-dev, \
-libsqlite3-dev, cmake (>= 3.25), g++ (>= 4:12)")
+# Per CMake package the libraries link (PLAYBOOK_DEPENDENCY_PACKAGES, cmake/Install.cmake): its
+# Debian runtime package (versions as dpkg-shlibdeps gives them on Debian 12; none for header-only
+# and toolkit packages) and its -dev package.
+set(_pb_deb_runtime_OpenBLAS "libopenblas0")
+set(_pb_deb_dev_OpenBLAS "libopenblas-dev")
+set(_pb_deb_runtime_fmt "libfmt9 (>= 9.1.0)")
+set(_pb_deb_dev_fmt "libfmt-dev")
+set(_pb_deb_runtime_tomlplusplus "libtomlplusplus3 (>= 3.2.0)")
+set(_pb_deb_dev_tomlplusplus "libtomlplusplus-dev")
+set(_pb_deb_runtime_ZLIB "zlib1g (>= 1:1.1.4)")
+set(_pb_deb_dev_ZLIB "zlib1g-dev")
+set(_pb_deb_runtime_SQLite3 "libsqlite3-0 (>= 3.5.9)")
+set(_pb_deb_dev_SQLite3 "libsqlite3-dev")
+set(_pb_deb_runtime_PostgreSQL "libpq5")
+set(_pb_deb_dev_PostgreSQL "libpq-dev")
+set(_pb_deb_dev_nlohmann_json "nlohmann-json3-dev")
+set(_pb_depends "libc6 (>= 2.34)" "libgcc-s1 (>= 3.0)" "libstdc++6 (>= 12)")
+set(_pb_recommends)
+foreach(pkg OpenBLAS ${PLAYBOOK_DEPENDENCY_PACKAGES})
+  if(DEFINED _pb_deb_runtime_${pkg})
+    list(APPEND _pb_depends "${_pb_deb_runtime_${pkg}}")
+  endif()
+  if(DEFINED _pb_deb_dev_${pkg})
+    list(APPEND _pb_recommends "${_pb_deb_dev_${pkg}}")
+  endif()
+endforeach()
+list(APPEND _pb_recommends "cmake (>= 3.25)" "g++ (>= 4:12)")
+list(JOIN _pb_depends ", " CPACK_DEBIAN_PACKAGE_DEPENDS)
+list(JOIN _pb_recommends ", " CPACK_DEBIAN_PACKAGE_RECOMMENDS)
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "dataset-fashion-mnist")
 
 # `cpack --config CPackSourceConfig.cmake` (a source tarball) leaves out builds and VCS files.
