@@ -12,6 +12,7 @@
 #include "cli/profile.h"
 #include "cli/report.h"
 #include "cli/study.h"
+#include "cli/sweep.h"
 #include "runtime/config/config.h"
 #include "runtime/core/device.h"
 #include "runtime/core/error.h"
@@ -85,7 +86,9 @@ int main(int argc, char** argv) {
   pb::cli::StudyCommands study_commands(app);
   pb::cli::ReportCommands report_commands(app);
   pb::cli::ProfileCommand profile_command(app);
+  pb::cli::SweepCommands sweep_commands(app);
   CLI11_PARSE(app, argc, argv);
+  if (const auto rc = sweep_commands.run()) return *rc;
   if (const auto rc = profile_command.run()) return *rc;
   if (const auto rc = report_commands.run()) return *rc;  // first: it owns `study rerun`
   if (const auto rc = study_commands.run()) return *rc;

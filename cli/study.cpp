@@ -26,12 +26,18 @@ extern "C" void on_stop_signal(int) {
   g_stop_requests.fetch_add(1);
 }
 
+}  // namespace
+
 void install_stop_handlers() {
   struct sigaction sa = {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+}
+
+const std::atomic<int>* stop_requests() {
+  return &g_stop_requests;
 }
 
 // A train study is validated against the training config's key specs and resolver.
@@ -53,6 +59,8 @@ std::vector<std::string> split_list(const std::string& s) {
   }
   return out;
 }
+
+namespace {
 
 int run_study(const std::string& file, std::string dir, int workers, const std::string& devices) {
   const tuning::TrainRules rules = train_rules();

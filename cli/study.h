@@ -11,11 +11,22 @@
 // Registered on the app before parsing; run() handles the one that was given.
 #include <CLI/CLI.hpp>
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "tuning/study_spec.h"
+
 namespace pb::cli {
+
+// Shared with the sweep commands (cli/sweep.h): a train study's validation rules (the training
+// config's key specs and resolver), the SIGINT/SIGTERM handlers that count stop requests for the
+// workers, and a comma-separated list.
+tuning::TrainRules train_rules();
+void install_stop_handlers();
+const std::atomic<int>* stop_requests();
+std::vector<std::string> split_list(const std::string& s);
 
 class StudyCommands {
  public:
