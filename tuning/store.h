@@ -7,6 +7,7 @@
 // that claimed it: a worker that lost its claim (its heartbeat went stale and another worker
 // took the trial) changes nothing. That is what makes "each trial completed exactly once" hold
 // when workers crash at any moment.
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,6 +70,29 @@ class StudyStore {
   virtual bool release(int64_t index, const std::string& worker) = 0;
 
   virtual void set_notes(const std::string& notes) = 0;
+
+  // Copies a study into this empty store as it is: the record and every trial with its status,
+  // attempts and results (`playbook study migrate`). Throws StoreError when the store holds a
+  // study already.
+  virtual void import_study(const StudyRecord& study, const std::vector<TrialRecord>& trials) = 0;
 };
+
+// Opens a store by its location: a postgresql:// (or postgres://) URL (tuning/postgres_store.h;
+// the server's schema is created on first use), or the path of a SQLite file (sqlite:// prefix
+// optional). Throws StoreError (one line) for a bad URL, an unreachable server, a refused login
+// or a store made by a newer playbook.
+std::unique_ptr<StudyStore> open_store(const std::string& location);
+bool is_postgres_location(const std::string& location);
+// The location without a password, for messages: postgresql://user:***@host/db.
+std::string redact_location(const std::string& location);
+
+// A study directory's store: STUDY_DIR/study.db, unless STUDY_DIR/store names another location
+// (a PostgreSQL URL shared by workers on many machines; written by `--store`).
+std::string study_store_location(const std::filesystem::path& study_dir);
+// Records `location` as the store of STUDY_DIR (creating the directory); a directory bound to
+// another store is refused with a StoreError. An empty location or STUDY_DIR/study.db is a no-op.
+void bind_study_store(const std::filesystem::path& study_dir, const std::string& location);
+// True when STUDY_DIR has a store: study.db or a store file.
+bool has_study_store(const std::filesystem::path& study_dir);
 
 }  // namespace pb::tuning

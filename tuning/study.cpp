@@ -120,14 +120,17 @@ void init_study(const fs::path& study_dir, const StudySpec& spec) {
 
 Study load_study(const fs::path& study_dir, const TrainRules* rules) {
   std::error_code ec;
-  if (!fs::is_regular_file(study_dir / "study.db", ec)) {
+  if (!has_study_store(study_dir)) {
     throw StudyError(fmt::format("{}: not a study directory (no study.db)", study_dir.string()));
   }
   Study s;
   s.dir = study_dir;
   auto store = open_study_store(study_dir);
   auto rec = store->study();
-  if (!rec) throw StudyError(fmt::format("{}: study.db holds no study", study_dir.string()));
+  if (!rec) {
+    throw StudyError(fmt::format("{}: {} holds no study", study_dir.string(),
+                                 redact_location(study_store_location(study_dir))));
+  }
   s.record = *rec;
   s.trials = store->trials();
   // The types the study ran with, from the stored parameters of its first trial (an int key's
