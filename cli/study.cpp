@@ -62,10 +62,12 @@ std::vector<std::string> split_list(const std::string& s) {
 
 namespace {
 
-int run_study(const std::string& file, std::string dir, int workers, const std::string& devices) {
+int run_study(const std::string& file, std::string dir, int workers, const std::string& devices,
+              const std::string& store = {}) {
   const tuning::TrainRules rules = train_rules();
   const tuning::StudySpec spec = tuning::load_study_file(file, &rules);
   if (dir.empty()) dir = (fs::path("studies") / spec.name).string();
+  tuning::bind_study_store(dir, store);
   tuning::init_study(dir, spec);
   install_stop_handlers();
   tuning::RunnerOptions opt;
@@ -111,7 +113,38 @@ int run_plan(const std::string& file) {
   return 0;
 }
 
-int run_work(const std::string& dir, const std::string& device, int threads) {
+// `study init`: creates (or checks) the study in its store without running a trial, for
+// workers that a scheduler starts (scripts/slurm/study-array.sbatch).
+int run_init(const std::string& file, std::string dir, const std::string& store) {
+  const tuning::TrainRules rules = train_rules();
+  const tuning::StudySpec spec = tuning::load_study_file(file, &rules);
+  if (dir.empty()) dir = (fs::path("studies") / spec.name).string();
+  tuning::bind_study_store(dir, store);
+  tuning::init_study(dir, spec);
+  fmt::print("study {}: {} trials in {}; start workers with: playbook study work {}{}\n", spec.name,
+             spec.total_trials(), tuning::redact_location(tuning::study_store_location(dir)), dir,
+             store.empty() ? "" : " --store URL");
+  return 0;
+}
+
+// `study migrate SRC DST`: every record of SRC's study into the empty store DST.
+int run_migrate(const std::string& src, const std::string& dst) {
+  auto from = tuning::open_store(src);
+  const auto record = from->study();
+  if (!record) {
+    throw tuning::StoreError(fmt::format("{}: holds no study", tuning::redact_location(src)));
+  }
+  const std::vector<tuning::TrialRecord> trials = from->trials();
+  tuning::open_store(dst)->import_study(*record, trials);
+  fmt::print("study {}: {} trials copied from {} to {}\n", record->name, trials.size(),
+             tuning::redact_location(src), tuning::redact_location(dst));
+  return 0;
+}
+
+int run_work(const std::string& dir, const std::string& device, int threads,
+             const std::string& store = {}) {
+  // A worker on another machine needs only the store: the directory holds its trials.
+  tuning::bind_study_store(dir, store);
   install_stop_handlers();
   tuning::WorkerOptions opt;
   opt.study_dir = dir;
@@ -215,6 +248,25 @@ StudyCommands::StudyCommands(CLI::App& app) {
   run_->add_option("--devices", devices_,
                    "Comma-separated devices for the workers: cuda:0,cuda:1 or cpu");
 
+  run_->add_option("--store", store_,
+                   "Keep the study in this store instead of STUDY_DIR/study.db: "
+                   "postgresql://user@host/db (remembered in STUDY_DIR/store)");
+
+  init_ = study_->add_subcommand(
+      "init", "Create (or check) a study in its store without running it, for scheduled workers");
+  init_->add_option("study", study_file_, "The study file (TOML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  init_->add_option("--dir", dir_, "Study directory (default: studies/<study name>)");
+  init_->add_option("--store", store_, "The study's store: postgresql://user@host/db");
+
+  migrate_ = study_->add_subcommand(
+      "migrate", "Copy a study between stores (a study directory, a SQLite file or a URL)");
+  migrate_->add_option("src", migrate_src_, "Source: STUDY_DIR, FILE.db or postgresql://...")
+      ->required();
+  migrate_->add_option("dst", migrate_dst_, "Destination (empty): FILE.db or postgresql://...")
+      ->required();
+
   plan_ = study_->add_subcommand(
       "plan", "Validate a study file and print its trials' parameters without running them");
   plan_->add_option("study", study_file_, "The study file (TOML)")
@@ -225,6 +277,9 @@ StudyCommands::StudyCommands(CLI::App& app) {
       "work", "One worker: claim and run trials of a study directory until none remain");
   work_->add_option("study_dir", dir_, "The study directory")->required();
   work_->add_option("--device", device_, "Device of this worker's trials (cpu, cuda:N)");
+  work_->add_option("--store", store_,
+                    "The study's store when not STUDY_DIR/study.db: postgresql://user@host/db "
+                    "(shared by workers on many machines; remembered in STUDY_DIR/store)");
   work_->add_option("--threads", threads_, "CPU threads of each trial (OMP/OpenBLAS)")
       ->check(CLI::Range(0, 4096));
 
@@ -253,9 +308,11 @@ std::optional<int> StudyCommands::run() {
   if (!study_->parsed() && !studies_->parsed()) return std::nullopt;
   try {
     if (studies_->parsed()) return run_studies(root_, format_);
-    if (run_->parsed()) return run_study(study_file_, dir_, workers_, devices_);
+    if (run_->parsed()) return run_study(study_file_, dir_, workers_, devices_, store_);
+    if (init_->parsed()) return run_init(study_file_, dir_, store_);
+    if (migrate_->parsed()) return run_migrate(migrate_src_, migrate_dst_);
     if (plan_->parsed()) return run_plan(study_file_);
-    if (work_->parsed()) return run_work(dir_, device_, threads_);
+    if (work_->parsed()) return run_work(dir_, device_, threads_, store_);
     if (status_->parsed()) return run_status(dir_);
     if (best_->parsed()) return run_best(dir_);
     if (export_->parsed()) return run_export(dir_, out_);

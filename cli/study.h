@@ -2,7 +2,10 @@
 // The study subcommands of `playbook`:
 //   playbook study run STUDY.toml [--dir STUDY_DIR] [--workers N] [--devices cuda:0,cuda:1|cpu]
 //   playbook study plan STUDY.toml                                 (validate, list trials)
-//   playbook study work STUDY_DIR [--device D] [--threads T]     (one worker; run starts these)
+//   playbook study work STUDY_DIR [--device D] [--threads T] [--store URL]
+//                                                   (one worker; run or a scheduler starts these)
+//   playbook study init STUDY.toml [--dir STUDY_DIR] [--store URL]  (create, run nothing)
+//   playbook study migrate SRC DST                 (copy a study: STUDY_DIR, FILE.db, URL)
 //   playbook study status STUDY_DIR
 //   playbook study best STUDY_DIR
 //   playbook study export STUDY_DIR [--out FILE.csv]
@@ -44,6 +47,9 @@ class StudyCommands {
   CLI::App* export_ = nullptr;
   CLI::App* note_ = nullptr;
   CLI::App* studies_ = nullptr;
+  CLI::App* init_ = nullptr;
+  CLI::App* migrate_ = nullptr;
+  std::string store_, migrate_src_, migrate_dst_;
   std::string study_file_, dir_, devices_, device_, out_, root_ = "studies", format_ = "text";
   std::string note_text_;
   bool append_ = false;
