@@ -6,8 +6,10 @@
 // b -> 2b "stops growing" when throughput grows by less than kGrowth (efficiency = ratio / 2
 // below 0.55); throughput plateaus at b when it stops growing there and no larger feasible size
 // beats b's throughput by kGrowth either; the plateau's likely cause is the input pipeline when the
-// real data runs below kInputShare x the synthetic twin's throughput at that size, or waits for
-// data more than kWaitShare of the time; otherwise the compute is saturated.
+// real data runs below kInputShare x the synthetic twin's throughput at that size while waiting
+// for data more than kSlowerWaitShare of the time, or waits more than kWaitShare whatever the
+// twin does; otherwise the compute is saturated (a real run slower than its twin without waiting
+// for data is timing noise, not the input pipeline).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -23,6 +25,7 @@ using ojson = nlohmann::ordered_json;
 constexpr double kGrowth = 1.1;
 constexpr double kInputShare = 0.8;
 constexpr double kWaitShare = 0.5;
+constexpr double kSlowerWaitShare = 0.2;
 
 struct Point {
   int64_t batch = 0;
@@ -160,7 +163,7 @@ Verdict analyse_batch_size(const Study& study, const nlohmann::json& record) {
                                                     : std::numeric_limits<double>::quiet_NaN();
       const double wait = b->second.data_wait;
       const bool slower = std::isfinite(synth) && b->second.examples_per_sec < kInputShare * synth;
-      if (slower || wait > kWaitShare) {
+      if ((slower && wait > kSlowerWaitShare) || wait > kWaitShare) {
         cause = "input_bound";
         evidence = fmt::format(
             "at batch {} the real data runs {:.0f} examples/s{} and waits for data {:.0f}% of the "
