@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
                         "cpu, cuda or cuda:N (default: the config's train.device)");
   train_cmd->add_option("--out", out_dir, "Run directory (default: runs/<config name>)");
   train_cmd->add_flag("--resume", resume, "Continue the run in --out from its latest checkpoint");
+  int cpu_threads = 0;  // 0: OpenBLAS's and the CPU kernels' default, the cores available
+  train_cmd
+      ->add_option("--threads", cpu_threads,
+                   "CPU threads for GEMMs and CPU kernels (default: all cores)")
+      ->check(CLI::PositiveNumber);
 
   std::string checkpoint_file, split = "test", data_dir, eval_device = "auto";
   CLI::App* eval_cmd =
@@ -95,6 +100,7 @@ int main(int argc, char** argv) {
   try {
     if (app.got_subcommand("info")) return run_info();
     if (app.got_subcommand("train")) {
+      if (cpu_threads > 0) pb::device::set_cpu_blas_threads(cpu_threads);
       const pb::config::Config config = pb::train::resolve(config_file, overrides);
       pb::train::TrainOptions options;
       options.out_dir = out_dir.empty() ? std::filesystem::path("runs") /
