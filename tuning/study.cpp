@@ -316,7 +316,7 @@ TrackingRow tracking_row(const Study& study) {
 std::vector<TrackingRow> tracking_table(const fs::path& root, std::vector<std::string>* errors) {
   std::vector<fs::path> dirs;
   std::error_code ec;
-  if (fs::is_regular_file(root / "study.db", ec)) dirs.push_back(root);
+  if (has_study_store(root)) dirs.push_back(root);
   if (fs::is_directory(root, ec)) {
     for (auto it = fs::recursive_directory_iterator(
              root, fs::directory_options::skip_permission_denied, ec);
@@ -326,7 +326,11 @@ std::vector<TrackingRow> tracking_table(const fs::path& root, std::vector<std::s
         it.disable_recursion_pending();  // run directories hold no studies
         continue;
       }
-      if (it->path().filename() == "study.db" && it->path().parent_path() != root) {
+      // study.db, or the store file of a directory bound to a remote store (--store).
+      const fs::path name = it->path().filename();
+      if ((name == "study.db" || (name == "store" && it->is_regular_file(ec) &&
+                                  !fs::exists(it->path().parent_path() / "study.db", ec))) &&
+          it->path().parent_path() != root) {
         dirs.push_back(it->path().parent_path());
       }
     }

@@ -74,8 +74,8 @@ struct TrackingRow {
   std::string reproduce;
 };
 TrackingRow tracking_row(const Study& study);
-// Every study directory (holding study.db) below root, sorted by path. Unreadable studies are
-// reported in `errors` (one line each), not thrown.
+// Every study directory (holding study.db, or a store file: --store) below root, sorted by path.
+// Unreadable studies are reported in `errors` (one line each), not thrown.
 std::vector<TrackingRow> tracking_table(const std::filesystem::path& root,
                                         std::vector<std::string>* errors);
 

@@ -126,6 +126,10 @@ TEST(StudyPostgres, WorkersOnManyMachinesShareTheWorkAndAKilledClaimIsRetried) {
   const auto status = run_playbook({"study", "status", (tmp / "b").string()}, tmp / "status");
   EXPECT_EQ(status.exit_code, 0) << status.err;
   EXPECT_NE(status.out.find("12 completed"), std::string::npos) << status.out;
+  // The tracking table finds directories bound to a remote store.
+  const auto table = run_playbook({"studies", (tmp / "origin").string()}, tmp / "studies");
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("spread"), std::string::npos) << table.out;
 
   // PostgreSQL -> SQLite -> PostgreSQL: the same records.
   const std::string copy = (tmp / "copy.db").string(), back = pg.new_database();
