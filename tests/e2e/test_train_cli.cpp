@@ -63,6 +63,7 @@ std::vector<json> metrics(const fs::path& run) {
     json j = json::parse(line);
     j.erase("examples_per_sec");  // wall-clock measurements differ between runs
     j.erase("data_wait_fraction");
+    j.erase("phase_seconds");
     out.push_back(j);
   }
   return out;
