@@ -195,6 +195,18 @@ Verdict analyse_batch_size(const Study& study, const nlohmann::json& record) {
   j["recommended_batch_size"] = recommended ? ojson(*recommended) : ojson(nullptr);
   j["doublings"] = doublings;
   if (!largest_feasible) warnings.push_back("no batch size trained: every trial was infeasible");
+  // Doubling the batch cannot more than double throughput, nor should it halve it: such swings
+  // are other processes sharing the machine, and the verdict above rests on them.
+  for (const auto& d : doublings) {
+    const double r = d["throughput_ratio"].get<double>();
+    if (r > 2.5 || r < 0.5) {
+      warnings.push_back(fmt::format(
+          "throughput changes {:.2g}x from batch {} to {}: the timing is noisy (a shared "
+          "machine?); rerun with more --steps on an idle machine before trusting the verdict",
+          r, d["from"].get<int64_t>(), d["to"].get<int64_t>()));
+      break;
+    }
+  }
   if (largest_feasible && points.rbegin()->first == *largest_feasible && !first_oom) {
     warnings.push_back(
         fmt::format("no size ran out of memory up to {}: larger batch sizes may fit (--max)",
