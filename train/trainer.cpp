@@ -64,11 +64,6 @@ std::vector<std::pair<std::string, Generator*>> dropout_generators(nn::Module& m
   return out;
 }
 
-struct BestEntry {
-  int64_t step;
-  double val_error;
-};
-
 class Run {
  public:
   Run(const config::Config& config, const std::string& source, const TrainOptions& options)
@@ -129,7 +124,8 @@ class Run {
  private:
   RunSummary run_training();
   void prepare_directory(const std::string& source);
-  void restore(const fs::path& checkpoint);
+  void resume(const std::string& source);
+  void restore(const CheckpointFiles& checkpoint);
   void save_checkpoint();
   void log_line(json line);
   // The unclipped gradient norm of every step since the last log step (host reads).
@@ -163,61 +159,132 @@ class Run {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
+// Entries a run directory may hold before its config.toml exists: what a run killed while it
+// was creating the directory leaves behind. config.toml is written last.
+bool holds_no_run_yet(const fs::path& dir, std::string* other) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool empty_dir = (name == "checkpoints" || name == "best") && e.is_directory(ec) &&
+                           fs::is_empty(e.path(), ec);
+    const bool leftover = name == "metrics.jsonl" || name.ends_with(".tmp");
+    if (!empty_dir && !leftover) {
+      *other = e.path().string();
+      return false;
+    }
+  }
+  return true;
+}
+
+// Removes the files in best/ that `best` does not list.
+void remove_unlisted_best(const fs::path& best_dir, const std::vector<BestEntry>& best) {
+  for (const auto& e : fs::directory_iterator(best_dir)) {
+    const std::string name = e.path().filename().string();
+    const bool listed = std::any_of(best.begin(), best.end(), [&](const BestEntry& b) {
+      return name == step_name(b.step) + ".safetensors";
+    });
+    if (!listed) fs::remove(e.path());
+  }
+}
+
 void Run::prepare_directory(const std::string& source) {
   const fs::path config_file = dir_ / "config.toml";
-  const std::string resolved = config_.to_toml();
-  if (options_.resume) {
-    if (!fs::exists(config_file)) {
-      fail("--resume: {} holds no run (no config.toml); start it without --resume", dir_.string());
-    }
-    std::ifstream in(config_file);
-    std::stringstream stored;
-    stored << in.rdbuf();
-    if (stored.str() != resolved) {
+  if (options_.resume && fs::exists(config_file)) return resume(source);
+  if (options_.resume && fs::exists(dir_)) {
+    // --resume is safe on every start: a directory with no run yet starts the run.
+    std::string other;
+    if (!holds_no_run_yet(dir_, &other)) {
       fail(
-          "--resume: the resolved config of {} differs from {}'s; resume with the same config "
-          "and --set overrides",
-          source, config_file.string());
+          "--resume: {} holds no run (no config.toml) but is not empty ({}); choose another "
+          "--out",
+          dir_.string(), other);
     }
-    if (fs::exists(dir_ / "summary.json")) {
-      const json s = read_json(dir_ / "summary.json");
-      if (s.value("status", "") == "completed") {
-        fail("--resume: the run in {} already completed", dir_.string());
-      }
-      fs::remove(dir_ / "summary.json");
-    }
-    const fs::path ckpt = latest_checkpoint(dir_ / "checkpoints");
-    if (!ckpt.empty()) restore(ckpt);
-    // Keep metrics up to the restored step: a killed run may have logged past its checkpoint.
-    std::ifstream metrics(dir_ / "metrics.jsonl");
-    std::string kept, line;
-    while (std::getline(metrics, line)) {
-      if (line.empty()) continue;
-      if (json::parse(line).value("step", int64_t{0}) <= step_) kept += line + "\n";
-    }
-    write_text_atomic(dir_ / "metrics.jsonl", kept);
-    if (step_ > 0) out_ << fmt::format("resumed from {} at step {}\n", ckpt.string(), step_);
-    return;
-  }
-  if (fs::exists(dir_) && !fs::is_empty(dir_)) {
+    for (const auto& e : fs::directory_iterator(dir_)) fs::remove_all(e.path());
+  } else if (!options_.resume && fs::exists(dir_) && !fs::is_empty(dir_)) {
     fail(
         "run directory {} already exists and is not empty (use --resume to continue it, or "
         "choose another --out)",
         dir_.string());
   }
+  if (options_.resume)
+    out_ << fmt::format("--resume: no run in {} yet; starting it\n", dir_.string());
   fs::create_directories(dir_ / "checkpoints");
   fs::create_directories(dir_ / "best");
-  write_text_atomic(config_file, resolved);
   write_text_atomic(dir_ / "metrics.jsonl", "");
+  write_text_atomic(config_file, config_.to_toml());  // last: from here on the run exists
 }
 
-void Run::restore(const fs::path& ckpt) {
-  const checkpoint::Loaded model_state = checkpoint::load(ckpt / "model.safetensors");
-  checkpoint::load_into(model_state, model_->state(), "model");
-  const checkpoint::Loaded train_state = checkpoint::load(ckpt / "state.safetensors");
+void Run::resume(const std::string& source) {
+  const fs::path config_file = dir_ / "config.toml";
+  std::ifstream in(config_file);
+  std::stringstream stored;
+  stored << in.rdbuf();
+  if (stored.str() != config_.to_toml()) {
+    std::string differences;
+    try {
+      differences = config_differences(resolve_text(stored.str(), config_file.string()), config_);
+    } catch (const std::exception& e) {
+      differences = fmt::format("its config.toml does not resolve: {}", e.what());
+    }
+    if (!differences.empty()) {
+      fail(
+          "--resume: the resolved config of {} differs from the run in {}: {}; resume with the "
+          "same config and --set overrides",
+          source, dir_.string(), differences);
+    }
+  }
+  if (fs::exists(dir_ / "summary.json")) {
+    const json s = read_json(dir_ / "summary.json");
+    if (s.value("status", "") == "completed") {
+      fail("--resume: the run in {} already completed", dir_.string());
+    }
+    fs::remove(dir_ / "summary.json");
+  }
+  // The newest checkpoint that reads whole and checks out; a bad one is moved aside (never
+  // chosen again, kept for a look) and the previous one tried.
+  fs::path restored;
+  for (const fs::path& ckpt : checkpoints_newest_first(dir_ / "checkpoints")) {
+    try {
+      restore(read_checkpoint(ckpt));
+      restored = ckpt;
+      break;
+    } catch (const std::exception& e) {
+      const fs::path aside = ckpt.string() + ".corrupt";
+      fs::remove_all(aside);
+      fs::rename(ckpt, aside);
+      out_ << fmt::format(
+          "--resume: checkpoint {} is incomplete or corrupt, skipped (moved to {}): {}\n",
+          ckpt.string(), aside.filename().string(), e.what());
+    }
+  }
+  // best/ files of evaluations after the restored step (a kill came before their checkpoint),
+  // and the temporary files of writes a kill interrupted.
+  remove_unlisted_best(dir_ / "best", best_);
+  for (const fs::path& folder : {dir_, dir_ / "checkpoints"}) {
+    for (const auto& e : fs::directory_iterator(folder)) {
+      if (e.path().filename().string().ends_with(".tmp")) fs::remove_all(e.path());
+    }
+  }
+  // Keep metrics up to the restored step: a killed run may have logged past its checkpoint.
+  std::ifstream metrics_in(dir_ / "metrics.jsonl", std::ios::binary);
+  const std::string metrics(std::istreambuf_iterator<char>(metrics_in), {});
+  write_text_atomic(dir_ / "metrics.jsonl",
+                    metrics_up_to(metrics, step_, (dir_ / "metrics.jsonl").string()));
+  if (!restored.empty()) {
+    out_ << fmt::format("resumed from {} at step {}\n", restored.string(), step_);
+  } else {
+    out_ << fmt::format("--resume: no usable checkpoint in {} yet; starting from step 0\n",
+                        (dir_ / "checkpoints").string());
+  }
+}
+
+// Applies a checkpoint that read_checkpoint checked. Replaces every piece of restored state, so
+// a failure half way is repaired by restoring an older checkpoint over it.
+void Run::restore(const CheckpointFiles& ckpt) {
+  checkpoint::load_into(ckpt.model, model_->state(), "model");
   auto with_prefix = [&](const std::string& prefix) {
     std::vector<nn::NamedTensor> out;
-    for (const auto& [name, t] : train_state.tensors) {
+    for (const auto& [name, t] : ckpt.state_tensors.tensors) {
       if (name.starts_with(prefix)) out.emplace_back(name.substr(prefix.size()), t);
     }
     return out;
@@ -225,66 +292,47 @@ void Run::restore(const fs::path& ckpt) {
   optimizer_->load_state_dict(with_prefix("optimizer/"));
   clipper_->load_state_dict(with_prefix("clip/"));
   if (ema_) ema_->load_state_dict(with_prefix("ema/"));
-  const json s = read_json(ckpt / "state.json");
-  step_ = s.at("step").get<int64_t>();
-  loader_state_.epoch = s.at("loader").at("epoch").get<int64_t>();
-  loader_state_.next_batch = s.at("loader").at("next_batch").get<int64_t>();
-  initial_loss_ = s.at("initial_loss").is_null() ? NAN : s.at("initial_loss").get<double>();
-  last_val_error_ = s.value("last_val_error", -1.0);
-  for (const auto& b : s.at("best")) best_.push_back({b.at("step"), b.at("val_error")});
+  const CheckpointState& s = ckpt.state;
+  step_ = s.step;
+  loader_state_.epoch = s.loader_epoch;
+  loader_state_.next_batch = s.loader_next_batch;
+  initial_loss_ = s.has_initial_loss ? s.initial_loss : NAN;
+  last_val_error_ = s.last_val_error;
+  best_ = s.best;
   auto gens = dropout_generators(*model_);
-  for (const auto& g : s.at("dropout_rngs")) {
+  for (const auto& g : s.dropout_rngs) {
     for (auto& [path, gen] : gens) {
-      if (path == g.at("module").get<std::string>()) {
-        gen->set_state(std::stoull(g.at("seed").get<std::string>()),
-                       std::stoull(g.at("offset").get<std::string>()));
-      }
+      if (path == g.module) gen->set_state(g.seed, g.offset);
     }
   }
 }
 
 void Run::save_checkpoint() {
-  const fs::path final_dir = dir_ / "checkpoints" / step_name(step_);
-  const fs::path tmp = final_dir.string() + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
   const std::map<std::string, std::string> meta = {{"format", "pt"},
                                                    {"playbook.step", std::to_string(step_)},
                                                    {"playbook.config", config_.to_toml()}};
-  checkpoint::save(tmp / "model.safetensors", model_->state(), meta);
   std::vector<nn::NamedTensor> state;
   for (auto& [n, t] : optimizer_->state_dict()) state.emplace_back("optimizer/" + n, t);
   for (auto& [n, t] : clipper_->state_dict()) state.emplace_back("clip/" + n, t);
   if (ema_) {
     for (auto& [n, t] : ema_->state_dict()) state.emplace_back("ema/" + n, t);
   }
-  checkpoint::save(tmp / "state.safetensors", state);
-  json s;
-  s["step"] = step_;
-  s["loader"] = {{"epoch", loader_state_.epoch}, {"next_batch", loader_state_.next_batch}};
-  s["initial_loss"] = std::isnan(initial_loss_) ? json(nullptr) : json(initial_loss_);
-  s["last_val_error"] = last_val_error_;
-  s["best"] = json::array();
-  for (const auto& b : best_) s["best"].push_back({{"step", b.step}, {"val_error", b.val_error}});
-  s["dropout_rngs"] = json::array();
+  CheckpointState s;
+  s.step = step_;
+  s.loader_epoch = loader_state_.epoch;
+  s.loader_next_batch = loader_state_.next_batch;
+  s.has_initial_loss = !std::isnan(initial_loss_);
+  s.initial_loss = s.has_initial_loss ? initial_loss_ : 0;
+  s.last_val_error = last_val_error_;
+  s.best = best_;
   for (const auto& [path, gen] : dropout_generators(*model_)) {
-    s["dropout_rngs"].push_back({{"module", path},
-                                 {"seed", std::to_string(gen->seed())},
-                                 {"offset", std::to_string(gen->offset())}});
+    s.dropout_rngs.push_back({path, gen->seed(), gen->offset()});
   }
-  write_text_atomic(tmp / "state.json", s.dump(2) + "\n");
-  fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
+  write_checkpoint(dir_ / "checkpoints", step_, model_->state(), meta, state, s);
+  remove_unlisted_best(dir_ / "best", best_);
   // Keep the newest keep_checkpoints.
-  std::vector<fs::path> all;
-  for (const auto& e : fs::directory_iterator(dir_ / "checkpoints")) {
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.starts_with("step_") && !name.ends_with(".tmp"))
-      all.push_back(e.path());
-  }
-  std::sort(all.begin(), all.end());
-  for (std::size_t i = 0; i + static_cast<std::size_t>(cfg_.train.keep_checkpoints) < all.size();
-       ++i) {
+  const std::vector<fs::path> all = checkpoints_newest_first(dir_ / "checkpoints");
+  for (std::size_t i = static_cast<std::size_t>(cfg_.train.keep_checkpoints); i < all.size(); ++i) {
     fs::remove_all(all[i]);
   }
 }
@@ -321,10 +369,9 @@ void Run::record_eval(const Evaluation& val) {
   std::stable_sort(best_.begin(), best_.end(), [](const BestEntry& a, const BestEntry& b) {
     return a.val_error < b.val_error;
   });
-  while (static_cast<int64_t>(best_.size()) > cfg_.train.keep_best) {
-    fs::remove(dir_ / "best" / (step_name(best_.back().step) + ".safetensors"));
-    best_.pop_back();
-  }
+  // The evicted file stays until the next checkpoint no longer lists it (save_checkpoint): a
+  // run killed before then resumes from a checkpoint whose best/ list still names it.
+  while (static_cast<int64_t>(best_.size()) > cfg_.train.keep_best) best_.pop_back();
 }
 
 void Run::write_summary(const RunSummary& summary) {

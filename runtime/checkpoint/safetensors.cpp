@@ -1,12 +1,9 @@
 #include "runtime/checkpoint/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include "runtime/checkpoint/atomic_file.h"
 
 #include <algorithm>
 #include <bit>
-#include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -68,61 +65,6 @@ std::string_view safetensors_dtype(DType dtype) {
 
 namespace {
 
-// An open file descriptor for the temporary file, removed unless committed.
-class TempFile {
- public:
-  explicit TempFile(fs::path path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail_file(path_, "cannot create: {}", std::strerror(errno));
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) {
-      std::error_code ec;
-      fs::remove(path_, ec);
-    }
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  void write(const void* data, std::size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t written = ::write(fd_, p, n);
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        fail_file(path_, "write failed: {}", std::strerror(errno));
-      }
-      p += written;
-      n -= static_cast<std::size_t>(written);
-    }
-  }
-
-  // fsync, close and rename over `target`; then fsync the directory so the rename is durable.
-  void commit(const fs::path& target) {
-    if (::fsync(fd_) != 0) fail_file(path_, "fsync failed: {}", std::strerror(errno));
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail_file(path_, "close failed: {}", std::strerror(errno));
-    std::error_code ec;
-    fs::rename(path_, target, ec);
-    if (ec) fail_file(target, "cannot rename {} into place: {}", path_.string(), ec.message());
-    committed_ = true;
-    fs::path dir = target.parent_path();
-    if (dir.empty()) dir = ".";
-    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd >= 0) {
-      (void)::fsync(dir_fd);  // best effort: some file systems refuse fsync on directories
-      ::close(dir_fd);
-    }
-  }
-
- private:
-  fs::path path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
 void put_u64_le(char* out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
 }
@@ -171,7 +113,7 @@ void save(const fs::path& path, const std::vector<NamedTensor>& tensors,
   }
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  TempFile out(fs::path(path.string() + ".tmp"));
+  AtomicFile out(path);
   char length[8];
   put_u64_le(length, text.size());
   out.write(length, sizeof length);
@@ -180,7 +122,7 @@ void save(const fs::path& path, const std::vector<NamedTensor>& tensors,
     const Tensor host = t.to(Device::cpu());
     out.write(host.raw_data(), host.nbytes());
   }
-  out.commit(path);
+  out.commit();
 }
 
 // ---- load ---------------------------------------------------------------------------------------
