@@ -561,8 +561,9 @@ std::map<std::string, double> resolve_numbers(std::string_view what,
   std::map<std::string, double> out;
   std::map<std::string, std::string> spelled;  // canonical name -> how it was given
   for (const auto& [name, v] : given) {
-    const auto spec =
-        std::find_if(specs.begin(), specs.end(), [&](const KeySpec& s) { return s.matches(name); });
+    // An init-capture: clang 14 cannot capture a structured binding directly.
+    const auto spec = std::find_if(specs.begin(), specs.end(),
+                                   [&name = name](const KeySpec& s) { return s.matches(name); });
     if (spec == specs.end()) {
       fail<ConfigError>("{}: unknown hyperparameter '{}'{}; it takes {}", what, name,
                         did_you_mean_hint(name, known), quoted_list(known));
