@@ -283,6 +283,9 @@ struct TrialVariance {
   // Mean of (original - rerun mean) over groups with an original, in "better" direction: > 0
   // when the selected runs were luckier than their reruns (selection bias).
   double selection_bias = std::numeric_limits<double>::quiet_NaN();
+  // Its standard error from the pooled std (each difference is a rerun mean minus one more
+  // draw); the verdict says "lucky seeds" when the bias exceeds it.
+  double selection_bias_stderr = std::numeric_limits<double>::quiet_NaN();
   std::string verdict;
 };
 TrialVariance trial_variance(const std::vector<RerunGroup>& groups, bool minimize);

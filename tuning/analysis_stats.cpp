@@ -159,13 +159,15 @@ TrialVariance trial_variance(const std::vector<RerunGroup>& groups, bool minimiz
     dof += s.n - 1;
     out.groups.push_back(s);
   }
-  double bias = 0;
+  double bias = 0, bias_var_units = 0;
   int with_original = 0;
   for (const auto& gr : groups) {
     if (!gr.original || !std::isfinite(*gr.original)) continue;
     for (const auto& s : out.groups)
       if (s.label == gr.label && s.n > 0) {
         bias += minimize ? s.mean - *gr.original : *gr.original - s.mean;
+        // Var(rerun mean - original) = sigma^2 (1/n + 1): the original is one more draw.
+        bias_var_units += 1.0 / s.n + 1.0;
         ++with_original;
       }
   }
@@ -173,6 +175,9 @@ TrialVariance trial_variance(const std::vector<RerunGroup>& groups, bool minimiz
   std::stable_sort(out.groups.begin(), out.groups.end(),
                    [&](auto& a, auto& b) { return minimize ? a.mean < b.mean : a.mean > b.mean; });
   if (dof > 0) out.pooled_std = std::sqrt(ss / dof);
+  // Standard error of the mean bias over the groups: sigma sqrt(sum(1/n + 1)) / groups.
+  if (dof > 0 && with_original > 0)
+    out.selection_bias_stderr = out.pooled_std * std::sqrt(bias_var_units) / with_original;
   if (out.groups.empty()) {
     out.verdict = "no rerun finished: trial variance unknown.";
     return out;
@@ -208,8 +213,11 @@ TrialVariance trial_variance(const std::vector<RerunGroup>& groups, bool minimiz
     out.verdict += fmt::format(
         " The original runs were {} their reruns' means by {} on average{}.",
         out.selection_bias > 0 ? "better than" : "no better than", g(std::abs(out.selection_bias)),
-        out.selection_bias > out.pooled_std ? ": picking the best of a study picks lucky seeds too"
-                                            : "");
+        out.selection_bias > out.selection_bias_stderr
+            ? fmt::format(" ({:.1f} standard errors): picking the best of a study picks lucky "
+                          "seeds too",
+                          out.selection_bias / out.selection_bias_stderr)
+            : "");
   return out;
 }
 
