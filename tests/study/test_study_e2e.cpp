@@ -149,6 +149,16 @@ fs::path out_dir_of(pid_t pid) {
   return {};
 }
 
+// Whether `dir` holds a checkpoint that was renamed into place (step_N without .tmp).
+bool has_complete_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("step_") && name.find('.') == std::string::npos) return true;
+  }
+  return false;
+}
+
 int run_with_kills(const fs::path& dir, int kills, unsigned seed, double min_s, double max_s,
                    bool after_checkpoint = false) {
   std::mt19937 rng(seed);
@@ -182,16 +192,18 @@ int run_with_kills(const fs::path& dir, int kills, unsigned seed, double min_s, 
         if (!trials.empty() && kill(trials.front(), SIGKILL) == 0) ++hit;
         continue;
       }
-      // Train trials: kill one once its run has written a checkpoint, so it resumes from it.
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      // Train trials: kill one once its run has a complete checkpoint (checkpoints/step_N, not a
+      // step_N.tmp still being written), so it resumes from it. The wait is long because a loaded
+      // machine may take many seconds to reach the first checkpoint.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
       bool killed = false;
       while (!killed && std::chrono::steady_clock::now() < deadline) {
         for (const pid_t w : children_of(runner)) {
           for (const pid_t trial : children_of(w)) {
             const fs::path out = out_dir_of(trial);
             std::error_code ec;
-            if (!out.empty() && fs::exists(out / "checkpoints", ec) &&
-                !fs::is_empty(out / "checkpoints", ec) && kill(trial, SIGKILL) == 0) {
+            if (!out.empty() && has_complete_checkpoint(out / "checkpoints") &&
+                kill(trial, SIGKILL) == 0) {
               ++hit;
               killed = true;
               break;
@@ -333,6 +345,9 @@ train.eval_batch_size = 500
 data.train_examples = 1500
 data.validation_size = 500
 data.workers = 0
+# 1 ms per example (32 ms a step, about 5 s a trial, however fast the machine): the kills must
+# find trials running past a checkpoint; the delay changes no result.
+data.example_delay_us = 1000
 model.hidden = [32]
 [search.optimizer.learning_rate]
 scale = "log"
