@@ -52,7 +52,7 @@ struct RunSummary {
   double examples_per_sec = 0;
   double wall_seconds = 0;
   std::vector<int64_t> input_shape;  // (B,C,H,W) of the inputs the steps trained on
-  std::string reason;  // diverged / out_of_memory: what happened, in words
+  std::string reason;                // diverged / out_of_memory: what happened, in words
 };
 
 // Trains per `config` (from resolve() in train/config.h); `source` names the config file in
