@@ -66,22 +66,6 @@ std::string_view to_string(ParamRole role) {
   return "?";
 }
 
-std::string_view to_string(TrialStatus status) {
-  switch (status) {
-    case TrialStatus::Pending:
-      return "pending";
-    case TrialStatus::Running:
-      return "running";
-    case TrialStatus::Completed:
-      return "completed";
-    case TrialStatus::Infeasible:
-      return "infeasible";
-    case TrialStatus::Failed:
-      return "failed";
-  }
-  return "?";
-}
-
 std::optional<AxisValue> axis_value(const TrialResult& trial, const AxisSpec& axis) {
   for (const auto& a : trial.params) {
     if (a.name != axis.name) continue;

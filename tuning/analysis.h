@@ -48,6 +48,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tuning/quasi_random.h"
+#include "tuning/trial.h"
 
 namespace pb::tuning::insight {
 
@@ -58,11 +59,11 @@ using pb::tuning::to_string;
 
 enum class AxisScale { Linear, Log, ReverseLog, Categorical };
 enum class ParamRole { Scientific, Nuisance, Fixed };
-enum class TrialStatus { Pending, Running, Completed, Infeasible, Failed };
+// A trial's status is the store's (tuning/trial.h), with its to_string.
+using pb::tuning::TrialStatus;
 
 std::string_view to_string(AxisScale scale);  // linear | log | reverse_log | categorical
 std::string_view to_string(ParamRole role);   // scientific | nuisance | fixed
-std::string_view to_string(TrialStatus status);
 
 // One search-space dimension as the analysis sees it.
 struct AxisSpec {

@@ -69,22 +69,6 @@ AxisSpec axis_of(const SearchParam& p) {
   return a;
 }
 
-TrialStatus status_of(tuning::TrialStatus s) {
-  switch (s) {
-    case tuning::TrialStatus::Pending:
-      return TrialStatus::Pending;
-    case tuning::TrialStatus::Running:
-      return TrialStatus::Running;
-    case tuning::TrialStatus::Completed:
-      return TrialStatus::Completed;
-    case tuning::TrialStatus::Infeasible:
-      return TrialStatus::Infeasible;
-    case tuning::TrialStatus::Failed:
-      return TrialStatus::Failed;
-  }
-  return TrialStatus::Failed;
-}
-
 Params params_from_json(const std::string& text) {
   Params out;
   const json j = json::parse(text, nullptr, false);
@@ -137,7 +121,7 @@ StudyData load_study_data(const fs::path& study_dir) {
   for (const auto& t : study.trials) {
     TrialResult r;
     r.index = t.index;
-    r.status = status_of(t.status);
+    r.status = t.status;
     r.reason = t.reason;
     r.params = params_from_json(t.params_json);
     r.objective = t.objective;
