@@ -32,10 +32,14 @@ int stops(const std::atomic<int>* s) {
 }
 
 // Claims of dead workers on this host and claims without a recent heartbeat go back to pending.
+// A dead worker's claim waits one heartbeat period after its last beat: its trial child is
+// killed with it (PR_SET_PDEATHSIG), and the retry must not start while that child still exits.
 void requeue_lost(StudyStore& store, const StudySpec& spec) {
   std::vector<std::string> dead;
+  const double settled = now_seconds() - spec.heartbeat_s;
   for (const TrialRecord& t : store.trials()) {
-    if (t.status == TrialStatus::Running && is_dead_local_process(t.worker)) {
+    if (t.status == TrialStatus::Running && t.heartbeat < settled &&
+        is_dead_local_process(t.worker)) {
       dead.push_back(t.worker);
     }
   }
