@@ -4,12 +4,17 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
 #include <utility>
 
 namespace pb::tuning {
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr int kBusyTimeoutMs = 60000;
 
 class SqliteConnection final : public SqlConnection {
  public:
@@ -21,8 +26,8 @@ class SqliteConnection final : public SqlConnection {
       db_ = nullptr;
       throw StoreError(fmt::format("{}: cannot open the study store: {}", name_, msg));
     }
-    sqlite3_busy_timeout(db_, 60000);
-    exec("PRAGMA journal_mode=WAL");
+    sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    exec_when_free("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
   }
   ~SqliteConnection() override { sqlite3_close(db_); }
@@ -102,6 +107,23 @@ class SqliteConnection final : public SqlConnection {
       const std::string msg = err ? err : sqlite3_errmsg(db_);
       sqlite3_free(err);
       throw StoreError(fmt::format("{}: {}: {}", name_, sql, msg));
+    }
+  }
+  // Turning a new file to WAL needs it to itself for a moment, and SQLite answers BUSY at once,
+  // without waiting in its busy handler, when another process opens the same new file then (two
+  // `study run` started together on a new study). Such a statement is retried here until the
+  // same timeout the busy handler has.
+  void exec_when_free(const char* sql) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+    for (int wait_ms = 1;; wait_ms = std::min(2 * wait_ms, 100)) {
+      const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+      if (rc == SQLITE_OK) return;
+      const int primary = rc & 0xff;
+      if ((primary != SQLITE_BUSY && primary != SQLITE_LOCKED) || Clock::now() >= deadline) {
+        fail(sql);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
     }
   }
   [[noreturn]] void fail(const std::string& what) {

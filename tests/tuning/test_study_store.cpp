@@ -6,7 +6,10 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <atomic>
 #include <filesystem>
@@ -152,6 +155,62 @@ TEST_P(StoreTest, CrashesAreRetriedThenFailed) {
   EXPECT_EQ(t.failures, 3);
   EXPECT_EQ(t.attempts, 3);
   EXPECT_EQ(t.reason, "exit code 1");
+}
+
+// Many processes opening one store that does not exist yet, all at the same moment (as two
+// `study run` started together on a new study do): every one opens it, the study is created
+// once and every trial is claimed by one of them.
+TEST_P(StoreTest, ProcessesOpeningANewStoreTogetherAllSucceed) {
+  const int rounds = GetParam() == "postgres" ? 4 : 12;  // a new PostgreSQL database is slow
+  for (int round = 0; round < rounds; ++round) {
+    const std::string location = GetParam() == "postgres"
+                                     ? PgServer::get().new_database()
+                                     : (dir_ / ("race" + std::to_string(round) + ".db")).string();
+    int go[2];
+    ASSERT_EQ(::pipe(go), 0);
+    std::vector<pid_t> kids;
+    for (int k = 0; k < 6; ++k) {
+      const pid_t pid = ::fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        ::close(go[1]);
+        char c;
+        while (::read(go[0], &c, 1) > 0) {
+        }
+        int code = 0;
+        try {
+          auto store = open_store(location);
+          std::vector<NewTrial> trials;
+          for (int i = 0; i < 6; ++i) trials.push_back({i, "{}", "t"});
+          store->create({"s", "text", "s.toml", "/tmp", "", 1.0, 6}, trials);
+          if (auto t = store->claim("w" + std::to_string(k), 1.0)) {
+            TrialOutcome done;
+            done.status = TrialStatus::Completed;
+            done.objective = 1.0;
+            if (!store->finish(t->index, "w" + std::to_string(k), done, 2, 2.0)) code = 3;
+          }
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "child %d: %s\n", k, e.what());
+          code = 2;
+        }
+        ::_exit(code);
+      }
+      kids.push_back(pid);
+    }
+    ::close(go[0]);
+    ::close(go[1]);  // all children start now
+    for (pid_t pid : kids) {
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+          << "round " << round << ": a process failed to open or use the new store";
+    }
+    auto store = open_store(location);
+    ASSERT_EQ(store->trials().size(), 6u);
+    int completed = 0;
+    for (const auto& t : store->trials()) completed += t.status == TrialStatus::Completed;
+    EXPECT_EQ(completed, 6) << "round " << round;
+  }
 }
 
 // Every record, as it is, into an empty store of the other kind and back.
