@@ -116,7 +116,9 @@ int main(int argc, char** argv) {
       }
       fmt::print("test accuracy: {:.2f}% (final model, step {})", 100 * (1 - s.test_error),
                  s.steps);
-      if (s.best_step >= 0) {
+      if (s.best_step == s.steps) {
+        fmt::print(" = best validation checkpoint");
+      } else if (s.best_step >= 0) {
         fmt::print(", {:.2f}% (best validation checkpoint, step {})", 100 * (1 - s.best_test_error),
                    s.best_step);
       }

@@ -389,6 +389,7 @@ void Run::write_summary(const RunSummary& summary) {
   if (summary.status == "completed") {
     s["test_error"] = summary.test_error;
     s["best_test_error"] = optional(summary.best_test_error);
+    s["test_evaluations"] = summary.test_evaluations;
   }
   s["examples_per_sec"] = throughput_;
   s["wall_seconds"] = summary.wall_seconds;
@@ -628,21 +629,30 @@ RunSummary Run::run_training() {
     const Evaluation test = evaluate(*model_, test_set_, data::iota_indices(test_set_->count),
                                      cfg_.train.eval_batch_size, cfg_.data.workers, device_);
     summary.test_error = test.error;
+    summary.test_evaluations = 1;
     if (ema_) ema_->swap();
     if (!best_.empty()) {
-      // Retrospective checkpoint selection: the best validation checkpoint on the test set.
-      Generator init(cfg_.train.model_seed);
-      auto best_model = models::build_model(config_, shape_of(*train_set_), init);
-      best_model->to(device_);
-      checkpoint::load_into(
-          checkpoint::load(dir_ / "best" / (step_name(best_.front().step) + ".safetensors")),
-          best_model->state(), "model");
-      summary.best_test_error =
-          evaluate(*best_model, test_set_, data::iota_indices(test_set_->count),
-                   cfg_.train.eval_batch_size, cfg_.data.workers, device_)
-              .error;
-      summary.best_step = best_.front().step;
-      summary.best_val_error = best_.front().val_error;
+      const BestEntry best = best_.front();
+      summary.best_step = best.step;
+      summary.best_val_error = best.val_error;
+      if (best.step == step_) {
+        // Retrospective checkpoint selection picked the final model (best/ holds what validation
+        // saw, the EMA when there is one, as evaluated above): one test-set pass serves both.
+        summary.best_test_error = summary.test_error;
+      } else {
+        // Retrospective checkpoint selection: the best validation checkpoint on the test set.
+        ++summary.test_evaluations;
+        Generator init(cfg_.train.model_seed);
+        auto best_model = models::build_model(config_, shape_of(*train_set_), init);
+        best_model->to(device_);
+        checkpoint::load_into(
+            checkpoint::load(dir_ / "best" / (step_name(best.step) + ".safetensors")),
+            best_model->state(), "model");
+        summary.best_test_error =
+            evaluate(*best_model, test_set_, data::iota_indices(test_set_->count),
+                     cfg_.train.eval_batch_size, cfg_.data.workers, device_)
+                .error;
+      }
     }
     summary.final_val_error = last_val_error_;
   }

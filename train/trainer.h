@@ -49,6 +49,7 @@ struct RunSummary {
   double final_val_error = -1;
   double test_error = -1;       // final model
   double best_test_error = -1;  // best checkpoint (by validation error)
+  int test_evaluations = 0;     // test-set passes: 1 when the best checkpoint is the final model
   double examples_per_sec = 0;
   double wall_seconds = 0;
   std::vector<int64_t> input_shape;  // (B,C,H,W) of the inputs the steps trained on

@@ -1,6 +1,7 @@
 // What a run records besides its metrics: the unclipped gradient norm of every step (the
 // clipping procedure reads them), divergence measured against the loss before the first update,
-// and out-of-memory as an outcome with its own status (a study records it as infeasible).
+// out-of-memory as an outcome with its own status (a study records it as infeasible), and one
+// test-set pass per distinct model.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -124,6 +125,24 @@ TEST(Outcomes, OutOfMemoryIsAnOutcomeWithItsOwnStatus) {
   EXPECT_GT(ok.summary["peak_memory_bytes"].get<std::size_t>(), 2u << 20);
   fs::remove_all(r.dir);
   fs::remove_all(ok.dir);
+}
+
+// Retrospective checkpoint selection puts each distinct model through the test set once: when
+// the best validation checkpoint is the final model, one pass serves both.
+TEST(Outcomes, TheTestSetSeesEachDistinctModelOnce) {
+  // One validation, at the last step: the best checkpoint is the final model.
+  const RunRecord same = run({"train.eval_every=6"}, "eval_once");
+  EXPECT_EQ(same.summary["best_step"], 6);
+  EXPECT_EQ(same.summary["test_evaluations"], 1);
+  EXPECT_EQ(same.summary["best_test_error"], same.summary["test_error"]);
+  // A learning rate too small to change a prediction: steps 3 and 6 validate equally and the
+  // earlier stays best, another checkpoint with the same predictions: two passes, one error.
+  const RunRecord earlier = run({"optimizer.learning_rate=1e-12"}, "eval_twice");
+  EXPECT_EQ(earlier.summary["best_step"], 3);
+  EXPECT_EQ(earlier.summary["test_evaluations"], 2);
+  EXPECT_EQ(earlier.summary["best_test_error"], earlier.summary["test_error"]);
+  fs::remove_all(same.dir);
+  fs::remove_all(earlier.dir);
 }
 
 }  // namespace
