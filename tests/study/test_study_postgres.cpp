@@ -1,13 +1,15 @@
 // Studies across machines, with real processes and a real PostgreSQL server
 // (tests/tuning/pg_server.h): `playbook study init --store URL` creates the study, workers in
 // their own directories (as on other machines) share the work with `study work DIR --store URL`
-// without duplicates, a SIGKILLed worker's claim is retried, `study migrate` copies the study
-// PostgreSQL -> SQLite -> PostgreSQL unchanged, and store errors are one line.
+// without duplicates, SIGKILLed workers' claims are retried (eight workers, two killed), `study
+// migrate` copies the study PostgreSQL -> SQLite -> PostgreSQL unchanged, and store errors are one
+// line.
 
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -35,22 +37,55 @@ using pb::testing::write_file;
 using pb::testing_pg::PgServer;
 
 // A trial that logs "start/end INDEX WORKER_PID" to a shared ledger, sleeps and reports
-// objective = its index.
-void write_trial_script(const fs::path& dir, double sleep_s) {
+// objective = its index. The first attempt of each `held` trial holds (never ends) until the
+// file `release` exists: a worker killed while it runs one is certainly killed mid-trial.
+void write_trial_script(const fs::path& dir, double sleep_s, int trials = 12,
+                        const std::vector<int>& held = {}) {
   const std::string ledger = (dir / "ledger.txt").string();
+  std::string hold;
+  if (!held.empty()) {
+    std::string list = " ";
+    for (int i : held) list += std::to_string(i) + " ";
+    hold = "case \"" + list +
+           "\" in *\" $PLAYBOOK_TRIAL_INDEX \"*)\n"
+           "  if mkdir " +
+           (dir / "held_").string() +
+           "$PLAYBOOK_TRIAL_INDEX 2>/dev/null; then\n"
+           "    while [ ! -e " +
+           (dir / "release").string() +
+           " ]; do sleep 0.05; done\n"
+           "    exit 3\n"
+           "  fi;;\n"
+           "esac\n";
+  }
   write_file(dir / "trial.sh",
              "#!/bin/sh\n"
              "echo \"start $PLAYBOOK_TRIAL_INDEX $PPID\" >> " +
-                 ledger + "\n" + "sleep " + std::to_string(sleep_s) + "\n" +
+                 ledger + "\n" + hold + "sleep " + std::to_string(sleep_s) + "\n" +
                  "echo \"{\\\"objective\\\": $PLAYBOOK_TRIAL_INDEX}\" > "
                  "\"$PLAYBOOK_TRIAL_RESULT\"\n"
                  "echo \"end $PLAYBOOK_TRIAL_INDEX $PPID\" >> " +
                  ledger + "\n");
   write_file(dir / "study.toml",
              "name = \"spread\"\nkind = \"command\"\ncommand = [\"sh\", \"trial.sh\"]\n"
-             "trials = 12\nseed = 3\nretries = 1\n"
-             "[workers]\nheartbeat_s = 0.5\nstale_after_s = 5.0\n"
-             "[search.lr]\nscale = \"log\"\nmin = 1e-4\nmax = 1.0\n");
+             "trials = " +
+                 std::to_string(trials) +
+                 "\nseed = 3\nretries = 1\n"
+                 "[workers]\nheartbeat_s = 0.5\nstale_after_s = 5.0\n"
+                 "[search.lr]\nscale = \"log\"\nmin = 1e-4\nmax = 1.0\n");
+}
+
+// How many times each trial ended ("end" lines of the ledger), not counting `except`'s.
+std::map<int64_t, int> ends_in_ledger(const fs::path& dir, const std::set<pid_t>& except) {
+  std::ifstream ledger(dir / "ledger.txt");
+  std::map<int64_t, int> ends;
+  std::string word;
+  int64_t index = 0;
+  pid_t pid = 0;
+  while (ledger >> word >> index >> pid) {
+    if (word == "end" && !except.count(pid)) ++ends[index];
+  }
+  return ends;
 }
 
 pid_t pid_of_worker(const std::string& worker) {  // host:pid:start
@@ -108,14 +143,7 @@ TEST(StudyPostgres, WorkersOnManyMachinesShareTheWorkAndAKilledClaimIsRetried) {
     enders.insert(pid_of_worker(t.worker));
   }
   EXPECT_EQ(enders, (std::set<pid_t>{a, b})) << "both workers ended trials, the dead one none";
-  std::ifstream ledger(tmp / "ledger.txt");
-  std::map<int64_t, int> ends;
-  std::string word;
-  int64_t index = 0;
-  pid_t pid = 0;
-  while (ledger >> word >> index >> pid) {
-    if (word == "end" && pid != doomed) ++ends[index];
-  }
+  const std::map<int64_t, int> ends = ends_in_ledger(tmp.path(), {doomed});
   ASSERT_EQ(ends.size(), 12u);
   for (const auto& [i, n] : ends) EXPECT_EQ(n, 1) << "trial " << i << " ended " << n << " times";
   // Each worker's run directories are its own; the store says where each trial ran.
@@ -150,6 +178,103 @@ TEST(StudyPostgres, WorkersOnManyMachinesShareTheWorkAndAKilledClaimIsRetried) {
   const auto again = run_playbook({"study", "migrate", copy, back}, tmp / "again");
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_NE(again.err.find("holds a study already"), std::string::npos) << again.err;
+}
+
+// Worker processes that the test kills at its end if they still run (a failed assertion).
+struct Workers {
+  std::vector<pid_t> pids;
+  ~Workers() {
+    for (pid_t p : pids) {
+      if (p > 0 && ::kill(p, SIGKILL) == 0) wait_exit(p);
+    }
+  }
+  int wait(pid_t p) {
+    const int rc = wait_exit(p);
+    std::replace(pids.begin(), pids.end(), p, pid_t{0});
+    return rc;
+  }
+};
+
+// Acceptance 2: eight workers finish a 32-trial study, each trial completed exactly once,
+// while two of them are SIGKILLed mid-trial. Trials 5 and 20 hold on their first attempt, so
+// the workers running them are killed while they hold running claims, whatever the machine's
+// load; their claims return to pending and one of the six others runs them again.
+TEST(StudyPostgres, EightWorkersFinish32TrialsWhileTwoAreKilledMidTrial) {
+  PgServer& pg = PgServer::get();
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  const std::string url = pg.new_database();
+  TempDir tmp("pb_study_pg8");
+  const std::vector<int> held = {5, 20};
+  write_trial_script(tmp.path(), 0.25, 32, held);
+  const auto init = run_playbook({"study", "init", (tmp / "study.toml").string(), "--dir",
+                                  (tmp / "origin").string(), "--store", url},
+                                 tmp / "init");
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+
+  Workers workers;
+  std::map<pid_t, std::string> name_of;
+  for (int w = 0; w < 8; ++w) {
+    const std::string name = "w" + std::to_string(w);
+    const pid_t pid = spawn_playbook({"study", "work", (tmp / name).string(), "--store", url},
+                                     tmp / (name + "_out.txt"), tmp / (name + "_err.txt"));
+    workers.pids.push_back(pid);
+    name_of[pid] = name;
+  }
+  // Wait until both held trials are running; their workers are the doomed ones.
+  std::map<int64_t, pid_t> holder;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (holder.size() < held.size() && std::chrono::steady_clock::now() < deadline) {
+    holder.clear();
+    for (const TrialRecord& t : open_store(url)->trials()) {
+      if ((t.index == held[0] || t.index == held[1]) && t.status == TrialStatus::Running) {
+        holder[t.index] = pid_of_worker(t.worker);
+      }
+    }
+    if (holder.size() < held.size()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(holder.size(), held.size()) << "the held trials were never claimed";
+  std::set<pid_t> doomed;
+  for (const auto& [index, pid] : holder) {
+    ASSERT_TRUE(name_of.count(pid)) << "trial " << index << " held by " << pid;
+    doomed.insert(pid);
+  }
+  ASSERT_EQ(doomed.size(), 2u);
+  for (pid_t pid : doomed) {
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    EXPECT_EQ(workers.wait(pid), -SIGKILL);
+  }
+  write_file(tmp / "release", "");  // held trials of later attempts run through
+
+  std::set<pid_t> survivors;
+  for (pid_t pid : workers.pids) {
+    if (pid == 0) continue;
+    survivors.insert(pid);
+    const std::string name = name_of[pid];
+    EXPECT_EQ(workers.wait(pid), 0) << name << ": " << read_file(tmp / (name + "_err.txt"));
+  }
+  ASSERT_EQ(survivors.size(), 6u);
+
+  const auto trials = open_store(url)->trials();
+  ASSERT_EQ(trials.size(), 32u);
+  for (const TrialRecord& t : trials) {
+    const bool killed = holder.count(t.index) > 0;
+    EXPECT_EQ(t.status, TrialStatus::Completed) << "trial " << t.index << ": " << t.reason;
+    ASSERT_TRUE(t.objective.has_value()) << "trial " << t.index;
+    EXPECT_EQ(*t.objective, static_cast<double>(t.index));
+    EXPECT_EQ(t.attempts, killed ? 2 : 1) << "trial " << t.index;
+    EXPECT_EQ(t.failures, 0) << "a lost claim is not a failure: trial " << t.index;
+    if (killed) {
+      EXPECT_TRUE(survivors.count(pid_of_worker(t.worker)))
+          << "trial " << t.index << " ended by " << t.worker;
+    }
+  }
+  // Each trial ended exactly once (the killed workers' trials before the kill included), and
+  // the killed claims ended in one of the six others.
+  const std::map<int64_t, int> ends = ends_in_ledger(tmp.path(), {});
+  ASSERT_EQ(ends.size(), 32u);
+  for (const auto& [i, n] : ends) EXPECT_EQ(n, 1) << "trial " << i << " ended " << n << " times";
+  const std::map<int64_t, int> survivor_ends = ends_in_ledger(tmp.path(), doomed);
+  for (const auto& [index, pid] : holder) EXPECT_EQ(survivor_ends.count(index), 1u) << index;
 }
 
 TEST(StudyPostgres, StoreErrorsAreOneLine) {
