@@ -67,7 +67,7 @@ int run_study(const std::string& file, std::string dir, int workers, const std::
   const tuning::TrainRules rules = train_rules();
   const tuning::StudySpec spec = tuning::load_study_file(file, &rules);
   if (dir.empty()) dir = (fs::path("studies") / spec.name).string();
-  tuning::bind_study_store(dir, store);
+  tuning::bind_study_store(dir, store.empty() ? spec.store : store);  // --store wins over `store`
   tuning::init_study(dir, spec);
   install_stop_handlers();
   tuning::RunnerOptions opt;
@@ -119,11 +119,12 @@ int run_init(const std::string& file, std::string dir, const std::string& store)
   const tuning::TrainRules rules = train_rules();
   const tuning::StudySpec spec = tuning::load_study_file(file, &rules);
   if (dir.empty()) dir = (fs::path("studies") / spec.name).string();
-  tuning::bind_study_store(dir, store);
+  const std::string location = store.empty() ? spec.store : store;  // --store wins over `store`
+  tuning::bind_study_store(dir, location);
   tuning::init_study(dir, spec);
   fmt::print("study {}: {} trials in {}; start workers with: playbook study work {}{}\n", spec.name,
              spec.total_trials(), tuning::redact_location(tuning::study_store_location(dir)), dir,
-             store.empty() ? "" : " --store URL");
+             location.empty() ? "" : " --store URL");
   return 0;
 }
 
@@ -250,7 +251,8 @@ StudyCommands::StudyCommands(CLI::App& app) {
 
   run_->add_option("--store", store_,
                    "Keep the study in this store instead of STUDY_DIR/study.db: "
-                   "postgresql://user@host/db (remembered in STUDY_DIR/store)");
+                   "postgresql://user@host/db (remembered in STUDY_DIR/store; wins over the "
+                   "study file's `store`)");
 
   init_ = study_->add_subcommand(
       "init", "Create (or check) a study in its store without running it, for scheduled workers");
@@ -258,7 +260,9 @@ StudyCommands::StudyCommands(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   init_->add_option("--dir", dir_, "Study directory (default: studies/<study name>)");
-  init_->add_option("--store", store_, "The study's store: postgresql://user@host/db");
+  init_->add_option("--store", store_,
+                    "The study's store: postgresql://user@host/db (wins over the study file's "
+                    "`store`)");
 
   migrate_ = study_->add_subcommand(
       "migrate", "Copy a study between stores (a study directory, a SQLite file or a URL)");

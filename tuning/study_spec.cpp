@@ -109,7 +109,7 @@ std::string fmt_double(double x) {
 
 const std::vector<std::string> kTopKeys = {"name",   "notes",     "base",    "kind",      "command",
                                            "trials", "seed",      "retries", "overrides", "fixed",
-                                           "search", "objective", "workers"};
+                                           "search", "objective", "workers", "store"};
 const std::vector<std::string> kDimKeys = {"role",   "scale", "min",  "max",
                                            "values", "value", "type", "with"};
 
@@ -627,6 +627,29 @@ StudySpec parse_study(std::string_view text, const fs::path& file, const fs::pat
     const int64_t r = get_int(file, "retries", *n);
     if (r < 0 || r > 100) fail_key(file, "retries", "must be in [0, 100]");
     spec.retries = static_cast<int>(r);
+  }
+  if (const auto* n = root.get("store")) {
+    // The same locations as open_store (tuning/store.h) and `--store`: a PostgreSQL URL, or a
+    // SQLite file (relative to this file; sqlite:// prefix optional). Checked here so that a typo
+    // fails before anything is created; the scheme only is echoed (a URL may hold a password).
+    const std::string store = get_string(file, "store", *n);
+    const std::size_t scheme = store.find("://");
+    const auto has_scheme = [&](std::string_view s) {
+      return store.rfind(s, 0) == 0 && store.size() > s.size();
+    };
+    if (store.empty()) {
+      fail_key(file, "store", "must not be empty (leave it out for STUDY_DIR/study.db)");
+    } else if (has_scheme("postgresql://") || has_scheme("postgres://")) {
+      spec.store = store;
+    } else if (scheme != std::string::npos && !has_scheme("sqlite://")) {
+      fail_key(file, "store",
+               fmt::format("unknown scheme '{}': use \"postgresql://user@host/db\" or the path of "
+                           "a SQLite file",
+                           store.substr(0, scheme + 3)));
+    } else {
+      const fs::path path = scheme == std::string::npos ? store : store.substr(scheme + 3);
+      spec.store = (origin_dir / path).lexically_normal().string();
+    }
   }
   if (const auto* n = root.get("workers")) {
     const toml::table* t = n->as_table();

@@ -11,6 +11,8 @@
 //   trials = 16                       # nuisance points per scientific combination
 //   seed = 0                          # scrambled-Halton seed
 //   retries = 2                       # a crashed trial (failed) is retried this many times
+//   store = "postgresql://me@db-host/resnet"    # the study's store (default STUDY_DIR/study.db);
+//                                     # or a SQLite file, relative to this file; --store wins
 //   overrides = ["train.max_train_steps=300"]   # --set style fixed values, and/or:
 //   [fixed]
 //   train.deterministic = true
@@ -111,7 +113,8 @@ struct StudySpec {
   int64_t trials = 0;                // nuisance points per scientific combination
   uint64_t seed = 0;
   int retries = 2;
-  double heartbeat_s = 2.0;     // a running trial's heartbeat period
+  std::string store;         // `store`: a postgresql:// URL or an absolute SQLite path; empty: none
+  double heartbeat_s = 2.0;  // a running trial's heartbeat period
   double stale_after_s = 60.0;  // a claim without a heartbeat for this long is retried
   Objective objective;
 

@@ -277,6 +277,56 @@ TEST(StudyPostgres, EightWorkersFinish32TrialsWhileTwoAreKilledMidTrial) {
   for (const auto& [index, pid] : holder) EXPECT_EQ(survivor_ends.count(index), 1u) << index;
 }
 
+// The study file's `store` key stands in for --store: `study init` and `study run` bind the
+// study directory to it (so `study work DIR` needs no --store), --store wins over it, and a bad
+// value is a one-line error naming the key before anything is created.
+TEST(StudyPostgres, TheStudyFilesStoreKeySelectsTheStore) {
+  PgServer& pg = PgServer::get();
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  const std::string url = pg.new_database(), other = pg.new_database();
+  TempDir tmp("pb_study_pg_key");
+  write_trial_script(tmp.path(), 0.05, 4);
+  const std::string spec = read_file(tmp / "study.toml");
+  write_file(tmp / "study.toml", "store = \"" + url + "\"\n" + spec);
+
+  const auto init = run_playbook(
+      {"study", "init", (tmp / "study.toml").string(), "--dir", (tmp / "a").string()}, tmp / "i");
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  EXPECT_EQ(study_store_location(tmp / "a"), url);
+  EXPECT_FALSE(fs::exists(tmp / "a" / "study.db"));
+  const auto work = run_playbook({"study", "work", (tmp / "a").string()}, tmp / "w");
+  ASSERT_EQ(work.exit_code, 0) << work.err;
+  ASSERT_TRUE(open_store(url)->study().has_value());
+  EXPECT_EQ(count_trials(open_store(url)->trials()).completed, 4);
+
+  // `study run` with the key: the finished study, found in the key's store.
+  const auto run = run_playbook(
+      {"study", "run", (tmp / "study.toml").string(), "--dir", (tmp / "b").string()}, tmp / "r");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(study_store_location(tmp / "b"), url);
+  EXPECT_NE(run.out.find("4 completed"), std::string::npos) << run.out;
+
+  // --store wins over the key.
+  const auto over = run_playbook({"study", "init", (tmp / "study.toml").string(), "--dir",
+                                  (tmp / "c").string(), "--store", other},
+                                 tmp / "o");
+  ASSERT_EQ(over.exit_code, 0) << over.err;
+  EXPECT_EQ(study_store_location(tmp / "c"), other);
+  EXPECT_EQ(open_store(other)->trials().size(), 4u);
+
+  // A bad value: one line naming the file and the key, exit 2, nothing created.
+  write_file(tmp / "bad.toml", "store = \"mysql://me:hunter2@h/db\"\n" + spec);
+  const auto bad = run_playbook(
+      {"study", "init", (tmp / "bad.toml").string(), "--dir", (tmp / "d").string()}, tmp / "x");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.err.rfind("playbook: error: ", 0), 0u) << bad.err;
+  EXPECT_EQ(bad.err.find('\n'), bad.err.size() - 1) << bad.err;
+  EXPECT_NE(bad.err.find("bad.toml: store: unknown scheme 'mysql://'"), std::string::npos)
+      << bad.err;
+  EXPECT_EQ(bad.err.find("hunter2"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(tmp / "d"));
+}
+
 TEST(StudyPostgres, StoreErrorsAreOneLine) {
   PgServer& pg = PgServer::get();
   ASSERT_TRUE(pg.ok()) << pg.error();

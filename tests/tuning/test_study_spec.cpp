@@ -169,6 +169,33 @@ values = [0.1, 1]
   EXPECT_EQ(o.back().rfind("optimizer.learning_rate=", 0), 0u);
 }
 
+// `store`: a PostgreSQL URL as written, a SQLite file relative to the study file; anything
+// else is a one-line error naming the key (and not echoing a URL that may hold a password).
+TEST(StudySpec, StoreIsAPostgresUrlOrASqlitePath) {
+  const std::string h = std::string(kCommandHeader) + "trials = 2\n[search.x]\nvalues = [1]\n";
+  EXPECT_EQ(parse(h).store, "");
+  EXPECT_EQ(parse("store = \"postgresql://me@db-host:5433/resnet\"\n" + h).store,
+            "postgresql://me@db-host:5433/resnet");
+  EXPECT_EQ(parse("store = \"postgres://me@db-host/resnet\"\n" + h).store,
+            "postgres://me@db-host/resnet");
+  const fs::path origin = fs::temp_directory_path();
+  EXPECT_EQ(parse("store = \"runs/../study.db\"\n" + h).store, (origin / "study.db").string());
+  EXPECT_EQ(parse("store = \"sqlite://runs/s.db\"\n" + h).store, (origin / "runs/s.db").string());
+  EXPECT_EQ(parse("store = \"/shared/s.db\"\n" + h).store, "/shared/s.db");
+  expect_study_error("store = \"mysql://me:hunter2@h/db\"\n" + h,
+                     "study.toml: store: unknown scheme 'mysql://': use \"postgresql://user@host/"
+                     "db\" or the path of a SQLite file");
+  try {
+    parse("store = \"mysql://me:hunter2@h/db\"\n" + h);
+  } catch (const StudyError& e) {
+    EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos) << e.what();
+  }
+  expect_study_error("store = \"postgresql://\"\n" + h, "store: unknown scheme 'postgresql://'");
+  expect_study_error("store = \"\"\n" + h, "study.toml: store: must not be empty");
+  expect_study_error("store = 5\n" + h, "study.toml: store: must be a string");
+  expect_study_error("stor = \"x.db\"\n" + h, "stor: unknown key (did you mean 'store'?)");
+}
+
 TEST(StudySpec, BadFilesGiveOneLineNamingFileAndKey) {
   const std::string h = std::string(kCommandHeader) + "trials = 4\n";
   expect_study_error(h + "[search.lr]\nscale = \"logg\"\nmin = 1\nmax = 2\n",
