@@ -1,9 +1,10 @@
 // Studies across machines, with real processes and a real PostgreSQL server
-// (tests/tuning/pg_server.h): `playbook study init --store URL` creates the study, workers in
-// their own directories (as on other machines) share the work with `study work DIR --store URL`
-// without duplicates, SIGKILLed workers' claims are retried (eight workers, two killed), `study
-// migrate` copies the study PostgreSQL -> SQLite -> PostgreSQL unchanged, and store errors are one
-// line.
+// (tests/tuning/pg_server.h): `playbook study init --store URL` (or the study file's `store`)
+// creates the study, workers in their own directories (as on other machines) share the work
+// with `study work DIR --store URL` without duplicates, SIGKILLed workers' claims are retried
+// (eight workers, two killed), `study migrate` copies a study PostgreSQL -> SQLite ->
+// PostgreSQL and SQLite -> PostgreSQL -> SQLite with every record and the tracking-table row
+// unchanged, and store errors are one line.
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "tests/e2e/cli_runner.h"
@@ -325,6 +327,107 @@ TEST(StudyPostgres, TheStudyFilesStoreKeySelectsTheStore) {
       << bad.err;
   EXPECT_EQ(bad.err.find("hunter2"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(tmp / "d"));
+}
+
+// Every field of a record, for comparisons that print both sides.
+auto fields(const TrialRecord& t) {
+  return std::tie(t.index, t.params_json, t.status, t.reason, t.worker, t.heartbeat, t.attempts,
+                  t.failures, t.run_dir, t.objective, t.best_step, t.metrics_json, t.started,
+                  t.finished);
+}
+auto fields(const StudyRecord& s) {
+  return std::tie(s.name, s.spec_text, s.spec_file, s.origin_dir, s.notes, s.created,
+                  s.total_trials);
+}
+
+// Acceptance 4: a finished SQLite study (completed trials with best steps and metrics, an
+// infeasible one, one that failed once then completed, one that failed for good, notes)
+// migrated SQLite -> PostgreSQL -> SQLite has every field of the study and of every trial, and
+// its tracking-table row, unchanged.
+TEST(StudyPostgres, MigratingSqliteToPostgresAndBackKeepsEveryRecord) {
+  PgServer& pg = PgServer::get();
+  ASSERT_TRUE(pg.ok()) << pg.error();
+  TempDir tmp("pb_study_pg_mig");
+  const std::string marker = (tmp / "failed_once").string();
+  write_file(tmp / "trial.sh",
+             "#!/bin/sh\n"
+             "i=$PLAYBOOK_TRIAL_INDEX\n"
+             "case $i in\n"
+             "  1) echo '{\"status\": \"infeasible\", \"reason\": \"too large\"}' > "
+             "\"$PLAYBOOK_TRIAL_RESULT\"; exit 0;;\n"
+             "  2) mkdir " +
+                 marker +
+                 " 2>/dev/null && { echo 'crashed once'; exit 1; };;\n"
+                 "  3) echo 'always crashes'; exit 7;;\n"
+                 "esac\n"
+                 "echo \"{\\\"objective\\\": 0.$i, \\\"best_step\\\": $((i * 10)), "
+                 "\\\"metrics\\\": {\\\"loss\\\": 1.$i}}\" > \"$PLAYBOOK_TRIAL_RESULT\"\n");
+  write_file(tmp / "study.toml",
+             "name = \"roundtrip\"\nnotes = \"lr sweep\"\nkind = \"command\"\n"
+             "command = [\"sh\", \"trial.sh\"]\ntrials = 6\nseed = 1\nretries = 1\n"
+             "[search.lr]\nscale = \"log\"\nmin = 1e-4\nmax = 1.0\n"
+             "[search.opt]\nvalues = [\"sgd\", \"adam\"]\n");
+  const fs::path origin = tmp / "studies" / "roundtrip";
+  const auto run = run_playbook(
+      {"study", "run", (tmp / "study.toml").string(), "--dir", origin.string(), "--workers", "2"},
+      tmp / "run");
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  ASSERT_EQ(
+      run_playbook({"study", "note", origin.string(), "for the round trip", "--append"}, tmp / "n")
+          .exit_code,
+      0);
+
+  const std::string pg_url = pg.new_database(), back = (tmp / "back.db").string();
+  for (const auto& [src, dst] : {std::pair{origin.string(), pg_url}, std::pair{pg_url, back}}) {
+    const auto m = run_playbook({"study", "migrate", src, dst}, tmp / "migrate");
+    ASSERT_EQ(m.exit_code, 0) << m.err;
+    EXPECT_NE(m.out.find("6 trials copied"), std::string::npos) << m.out;
+  }
+
+  const auto source = open_store((origin / "study.db").string());
+  const auto x = source->trials();
+  ASSERT_EQ(x.size(), 6u);
+  const StudyCounts c = count_trials(x);
+  EXPECT_EQ(c.completed, 4);  // trial 2 after one failure
+  EXPECT_EQ(c.infeasible, 1);
+  EXPECT_EQ(c.failed, 1);
+  EXPECT_EQ(x[2].failures, 1);
+  EXPECT_EQ(x[3].failures, 2);
+  EXPECT_EQ(x[1].reason, "too large");
+  EXPECT_EQ(x[4].best_step, 40);
+  EXPECT_EQ(x[4].metrics_json, "{\"loss\":1.4}");
+  EXPECT_EQ(source->study()->notes, "lr sweep; for the round trip");
+  for (const std::string& copy : {pg_url, back}) {
+    SCOPED_TRACE(copy == back ? "the SQLite copy" : "the PostgreSQL copy");
+    const auto store = open_store(copy);
+    ASSERT_TRUE(store->study().has_value());
+    EXPECT_EQ(fields(*source->study()), fields(*store->study()));
+    const auto y = store->trials();
+    ASSERT_EQ(x.size(), y.size());
+    for (std::size_t i = 0; i < x.size(); ++i) EXPECT_EQ(fields(x[i]), fields(y[i]));
+  }
+
+  // The tracking table: the original directory's row, then the same directory bound to the
+  // final copy instead, in every format.
+  std::vector<std::string> before;
+  for (const char* format : {"text", "csv"}) {
+    const auto t =
+        run_playbook({"studies", (tmp / "studies").string(), "--format", format}, tmp / "table");
+    EXPECT_EQ(t.exit_code, 0) << t.err;
+    EXPECT_TRUE(t.err.empty()) << t.err;
+    EXPECT_NE(t.out.find("roundtrip"), std::string::npos) << t.out;
+    before.push_back(t.out);
+  }
+  fs::rename(origin, tmp / "original");
+  bind_study_store(origin, back);
+  ASSERT_EQ(study_store_location(origin), back);
+  std::size_t k = 0;
+  for (const char* format : {"text", "csv"}) {
+    const auto t =
+        run_playbook({"studies", (tmp / "studies").string(), "--format", format}, tmp / "table");
+    EXPECT_EQ(t.exit_code, 0) << t.err;
+    EXPECT_EQ(t.out, before[k++]);
+  }
 }
 
 TEST(StudyPostgres, StoreErrorsAreOneLine) {
