@@ -179,7 +179,8 @@ TEST(Resolution, EveryOptimizerKeyRunsWithTheWrittenValue) {
         EXPECT_EQ(written.is_boolean() ? (written.get<bool>() ? 1.0 : 0.0) : written.get<double>(),
                   v);
         // The resolved config lists only the keys this optimizer takes.
-        for (const auto& [key, unused] : defaults) {
+        for (const auto& entry : defaults) {
+          const std::string& key = entry.first;  // (clang 14 cannot capture a structured binding)
           const bool takes = std::any_of(info.hyperparameters.begin(), info.hyperparameters.end(),
                                          [&](const config::KeySpec& s) { return s.key == key; });
           EXPECT_EQ(toml_value(o.config_toml, "optimizer", key) != "<absent>", takes) << key;
