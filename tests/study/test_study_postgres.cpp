@@ -39,8 +39,9 @@ using pb::testing::write_file;
 using pb::testing_pg::PgServer;
 
 // A trial that logs "start/end INDEX WORKER_PID" to a shared ledger, sleeps and reports
-// objective = its index. The first attempt of each `held` trial holds (never ends) until the
-// file `release` exists: a worker killed while it runs one is certainly killed mid-trial.
+// objective = its index. The first attempt of each `held` trial writes its worker's pid to
+// held_INDEX/pid and holds (never ends) until the file `release` exists: a worker killed after
+// that file appeared is certainly killed mid-trial.
 void write_trial_script(const fs::path& dir, double sleep_s, int trials = 12,
                         const std::vector<int>& held = {}) {
   const std::string ledger = (dir / "ledger.txt").string();
@@ -53,6 +54,10 @@ void write_trial_script(const fs::path& dir, double sleep_s, int trials = 12,
            "  if mkdir " +
            (dir / "held_").string() +
            "$PLAYBOOK_TRIAL_INDEX 2>/dev/null; then\n"
+           "    d=" +
+           (dir / "held_").string() +
+           "$PLAYBOOK_TRIAL_INDEX\n"
+           "    echo $PPID > $d/pid.tmp && mv $d/pid.tmp $d/pid\n"
            "    while [ ! -e " +
            (dir / "release").string() +
            " ]; do sleep 0.05; done\n"
@@ -90,6 +95,23 @@ std::map<int64_t, int> ends_in_ledger(const fs::path& dir, const std::set<pid_t>
   return ends;
 }
 
+// Waits (up to 120 s) until the first attempt of each `held` trial holds, and returns the
+// worker holding each (its held_N/pid). Killing a worker as soon as the store shows its claim
+// could kill it before its trial started (the retry would then hold), or after it ended.
+std::map<int64_t, pid_t> wait_for_holders(const fs::path& dir, const std::vector<int>& held) {
+  std::map<int64_t, pid_t> holder;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (holder.size() < held.size() && std::chrono::steady_clock::now() < deadline) {
+    for (int index : held) {
+      std::ifstream in(dir / ("held_" + std::to_string(index)) / "pid");
+      pid_t pid = 0;
+      if (in >> pid && pid > 0) holder[index] = pid;
+    }
+    if (holder.size() < held.size()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return holder;
+}
+
 pid_t pid_of_worker(const std::string& worker) {  // host:pid:start
   std::istringstream in(worker);
   std::string host, pid;
@@ -103,7 +125,7 @@ TEST(StudyPostgres, WorkersOnManyMachinesShareTheWorkAndAKilledClaimIsRetried) {
   ASSERT_TRUE(pg.ok()) << pg.error();
   const std::string url = pg.new_database();
   TempDir tmp("pb_study_pg");
-  write_trial_script(tmp.path(), 0.3);
+  write_trial_script(tmp.path(), 0.3, 12, {0});
   const auto init = run_playbook({"study", "init", (tmp / "study.toml").string(), "--dir",
                                   (tmp / "origin").string(), "--store", url},
                                  tmp / "init");
@@ -116,19 +138,13 @@ TEST(StudyPostgres, WorkersOnManyMachinesShareTheWorkAndAKilledClaimIsRetried) {
                           tmp / (name + "_out.txt"), tmp / (name + "_err.txt"));
   };
   const pid_t doomed = work("doomed");
-  int64_t killed_index = -1;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (killed_index < 0 && std::chrono::steady_clock::now() < deadline) {
-    for (const TrialRecord& t : open_store(url)->trials()) {
-      if (t.status == TrialStatus::Running && pid_of_worker(t.worker) == doomed) {
-        killed_index = t.index;
-      }
-    }
-    if (killed_index < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_GE(killed_index, 0) << read_file(tmp / "doomed_err.txt");
+  const int64_t killed_index = 0;  // the first trial it claims holds until `release`
+  const std::map<int64_t, pid_t> holder = wait_for_holders(tmp.path(), {killed_index});
+  ASSERT_EQ(holder.size(), 1u) << read_file(tmp / "doomed_err.txt");
+  ASSERT_EQ(holder.at(killed_index), doomed);
   ::kill(doomed, SIGKILL);
   wait_exit(doomed);
+  write_file(tmp / "release", "");
 
   // Two workers on "two machines": each its own directory, only the store shared.
   const pid_t a = work("a"), b = work("b");
@@ -222,19 +238,15 @@ TEST(StudyPostgres, EightWorkersFinish32TrialsWhileTwoAreKilledMidTrial) {
     workers.pids.push_back(pid);
     name_of[pid] = name;
   }
-  // Wait until both held trials are running; their workers are the doomed ones.
-  std::map<int64_t, pid_t> holder;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (holder.size() < held.size() && std::chrono::steady_clock::now() < deadline) {
-    holder.clear();
-    for (const TrialRecord& t : open_store(url)->trials()) {
-      if ((t.index == held[0] || t.index == held[1]) && t.status == TrialStatus::Running) {
-        holder[t.index] = pid_of_worker(t.worker);
-      }
+  // Wait until both held trials hold: their workers are the doomed ones.
+  const std::map<int64_t, pid_t> holder = wait_for_holders(tmp.path(), held);
+  ASSERT_EQ(holder.size(), held.size()) << "the held trials never started";
+  for (const TrialRecord& t : open_store(url)->trials()) {
+    if (holder.count(t.index)) {
+      EXPECT_EQ(t.status, TrialStatus::Running) << "trial " << t.index;
+      EXPECT_EQ(pid_of_worker(t.worker), holder.at(t.index)) << "trial " << t.index;
     }
-    if (holder.size() < held.size()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ASSERT_EQ(holder.size(), held.size()) << "the held trials were never claimed";
   std::set<pid_t> doomed;
   for (const auto& [index, pid] : holder) {
     ASSERT_TRUE(name_of.count(pid)) << "trial " << index << " held by " << pid;
@@ -256,6 +268,11 @@ TEST(StudyPostgres, EightWorkersFinish32TrialsWhileTwoAreKilledMidTrial) {
   }
   ASSERT_EQ(survivors.size(), 6u);
 
+  std::string logs;  // every worker's log and its trials' logs, for failure messages
+  for (const auto& [pid, name] : name_of) {
+    logs += "\n== " + name + " (" + std::to_string(pid) + "):\n" +
+            read_file(tmp / (name + "_out.txt")) + read_file(tmp / (name + "_err.txt"));
+  }
   const auto trials = open_store(url)->trials();
   ASSERT_EQ(trials.size(), 32u);
   for (const TrialRecord& t : trials) {
@@ -263,7 +280,7 @@ TEST(StudyPostgres, EightWorkersFinish32TrialsWhileTwoAreKilledMidTrial) {
     EXPECT_EQ(t.status, TrialStatus::Completed) << "trial " << t.index << ": " << t.reason;
     ASSERT_TRUE(t.objective.has_value()) << "trial " << t.index;
     EXPECT_EQ(*t.objective, static_cast<double>(t.index));
-    EXPECT_EQ(t.attempts, killed ? 2 : 1) << "trial " << t.index;
+    EXPECT_EQ(t.attempts, killed ? 2 : 1) << "trial " << t.index << logs;
     EXPECT_EQ(t.failures, 0) << "a lost claim is not a failure: trial " << t.index;
     if (killed) {
       EXPECT_TRUE(survivors.count(pid_of_worker(t.worker)))
