@@ -114,7 +114,8 @@ CurveDiagnosis diagnose_curve(const TrainingCurve& curve, const CurveThresholds&
   int64_t first = std::numeric_limits<int64_t>::max(), last = std::numeric_limits<int64_t>::min();
   for (const auto* s : {&train, &val})
     for (const auto& p : *s) first = std::min(first, p.step), last = std::max(last, p.step);
-  d.last_step = train.empty() && val.empty() ? 0 : last;
+  if (train.empty() && val.empty()) first = last = 0;  // no points: an empty span, not INT64 wrap
+  d.last_step = last;
   const double span = double(last - first);
   const double late_start = double(first) + (1 - th.late_fraction) * span;
   const auto val_late = from_step(val, late_start);

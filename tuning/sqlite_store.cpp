@@ -27,8 +27,13 @@ class SqliteConnection final : public SqlConnection {
       throw StoreError(fmt::format("{}: cannot open the study store: {}", name_, msg));
     }
     sqlite3_busy_timeout(db_, kBusyTimeoutMs);
-    exec_when_free("PRAGMA journal_mode=WAL");
-    exec("PRAGMA synchronous=NORMAL");
+    try {
+      exec_when_free("PRAGMA journal_mode=WAL");  // fails first on a file that is no database
+      exec("PRAGMA synchronous=NORMAL");
+    } catch (...) {
+      sqlite3_close(db_);  // no destructor runs for a constructor that throws
+      throw;
+    }
   }
   ~SqliteConnection() override { sqlite3_close(db_); }
   SqliteConnection(const SqliteConnection&) = delete;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "runtime/data/augment.h"
+#include "tests/common/sanitized.h"
 #include "train/config.h"
 #include "train/evaluate.h"
 
@@ -289,6 +290,7 @@ std::string throughput_config(int64_t delay_us, int64_t memory_mb) {
 }
 
 TEST(SweepBatchSize, SlowLoaderPlateausInputBoundAndFastOneDoesNot) {
+  PB_SKIP_TIME_RATIOS_IN_SANITIZED_BUILDS();
   const fs::path dir = temp_dir("batch");
   write(dir / "slow.toml", throughput_config(1000, 0));
   ASSERT_EQ(playbook("sweep batch-size " + (dir / "slow.toml").string() +

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
 #include <string>
 
@@ -26,12 +27,21 @@ const char* domain_name(nvtxDomainHandle_t d) {
   return d ? reinterpret_cast<const std::string*>(d)->c_str() : "(default)";
 }
 
+// Domain and registered-string handles point into this list (stable addresses, freed at exit, so
+// a leak checker in the process under test sees nothing of ours).
+std::deque<std::string> g_names;
+
+const std::string* keep(const char* text) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  return &g_names.emplace_back(text);
+}
+
 nvtxDomainHandle_t domain_create(const char* name) {
-  return reinterpret_cast<nvtxDomainHandle_t>(new std::string(name));  // kept for the process
+  return reinterpret_cast<nvtxDomainHandle_t>(const_cast<std::string*>(keep(name)));
 }
 
 nvtxStringHandle_t register_string(nvtxDomainHandle_t, const char* text) {
-  return reinterpret_cast<nvtxStringHandle_t>(new std::string(text));
+  return reinterpret_cast<nvtxStringHandle_t>(const_cast<std::string*>(keep(text)));
 }
 
 int range_push(nvtxDomainHandle_t d, const nvtxEventAttributes_t* a) {

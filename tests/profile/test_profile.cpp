@@ -13,6 +13,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/data/loader.h"
 #include "runtime/device/memory.h"
+#include "tests/common/sanitized.h"
 #include "tests/e2e/cli_runner.h"
 #include "train/config.h"
 #include "train/nvtx.h"
@@ -164,6 +165,7 @@ TEST(Profile, SlowedLoaderIsInputBound) {
 }
 
 TEST(Profile, FastLoaderIsNotInputBound) {
+  PB_SKIP_TIME_RATIOS_IN_SANITIZED_BUILDS();
   TempDir dir("pb-profile-fast");
   // The same pipeline without the delay, and a step of ~1.6 GFLOP: the loader keeps up.
   const train::ProfileResult r = profile_of(mlp_config("[1024, 1024]", 0), dir);
