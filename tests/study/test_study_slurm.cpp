@@ -86,6 +86,27 @@ void write_study(const fs::path& dir, int trials, double sleep_s) {
                  "[search.lr]\nscale = \"log\"\nmin = 1e-4\nmax = 1.0\n");
 }
 
+// write_study into `root` (trials sleeping 0.2 s), then `playbook study init` of it into a new
+// database of the test server, as the README does before submitting the array.
+struct InitializedStudy {
+  std::string url;
+  fs::path dir;  // root/studies/array
+  int exit_code = 0;
+  std::string err;
+};
+InitializedStudy init_study(const fs::path& root, int trials) {
+  write_study(root, trials, 0.2);
+  InitializedStudy study;
+  study.url = PgServer::get().new_database();
+  study.dir = root / "studies" / "array";
+  const auto init = run_playbook({"study", "init", (root / "study.toml").string(), "--dir",
+                                  study.dir.string(), "--store", study.url},
+                                 root / "init");
+  study.exit_code = init.exit_code;
+  study.err = init.err;
+  return study;
+}
+
 // Every trial completed, with objective = index, ended once according to the ledger.
 void expect_study_complete(const std::string& url, const fs::path& dir, int trials) {
   const auto records = open_store(url)->trials();
@@ -234,13 +255,10 @@ TEST(StudySlurm, TheSbatchArrayFinishesAStudyInPostgres) {
   ASSERT_TRUE(slurm.ok()) << slurm.error();
 
   const int trials = 12;
-  write_study(tmp.path(), trials, 0.2);
-  const std::string url = pg.new_database();
-  const fs::path dir = tmp / "studies" / "array";
-  const auto init = run_playbook(
-      {"study", "init", (tmp / "study.toml").string(), "--dir", dir.string(), "--store", url},
-      tmp / "init");
-  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const InitializedStudy study = init_study(tmp.path(), trials);
+  ASSERT_EQ(study.exit_code, 0) << study.err;
+  const std::string& url = study.url;
+  const fs::path& dir = study.dir;
 
   // As the README submits it; this node has no GPU (GRES) and few cores, so the script's
   // --gres and --cpus-per-task are overridden on the command line, as sbatch allows.
@@ -285,13 +303,10 @@ TEST(StudySlurm, TheSbatchScriptsWorkerCommandFinishesAStudy) {
   ASSERT_TRUE(pg.ok()) << pg.error();
   TempDir tmp("pb_study_sbatch");
   const int trials = 8;
-  write_study(tmp.path(), trials, 0.2);
-  const std::string url = pg.new_database();
-  const fs::path dir = tmp / "studies" / "array";
-  const auto init = run_playbook(
-      {"study", "init", (tmp / "study.toml").string(), "--dir", dir.string(), "--store", url},
-      tmp / "init");
-  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const InitializedStudy study = init_study(tmp.path(), trials);
+  ASSERT_EQ(study.exit_code, 0) << study.err;
+  const std::string& url = study.url;
+  const fs::path& dir = study.dir;
 
   std::string script = "set -u\n";
   for (int task = 0; task < 2; ++task) {
