@@ -5,7 +5,7 @@
 //   One benchmark per (pass, layer): conv2d_{fwd,bwd_data,bwd_weight}/<layer>/N:<batch>. The batch
 //   N is the benchmark argument (default 32; add more with ->Arg in register_all).
 //   The timed loop runs the conv kernel alone on preallocated random tensors (no bias: ResNet convs
-//   feed batch norm). Wall-clock time (UseRealTime), because OpenBLAS computes on its own threads,
+//   feed batch norm). Wall-clock time (UseRealTime), because the work runs on several threads,
 //   which the default per-thread CPU timer would not see.
 //   Each benchmark also times, with std::chrono outside the timed loop, the single batched sgemm
 //   its pass is equivalent to: the same 2*N*K*P*Q*C*R*S FLOPs with the im2col of the whole batch
@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "kernels/conv2d.h"
+#include "kernels/cpu/parallel.h"
 
 namespace {
 
@@ -125,6 +126,9 @@ double time_equivalent_sgemm(Pass pass, const Conv2dShape& s) {
     }
     benchmark::ClobberMemory();
   };
+  // The baseline is OpenBLAS as a user would call it, on its own threads, as many as the kernel
+  // pool has; playbook itself calls it single-threaded (kernels/cpu/gemm.cpp), so restore that.
+  openblas_set_num_threads(pb::kernels::cpu::cpu_kernel_threads());
   run();  // warm-up: page faults, OpenBLAS thread start-up
   int reps = 0;
   const Clock::time_point start = Clock::now();
@@ -135,6 +139,7 @@ double time_equivalent_sgemm(Pass pass, const Conv2dShape& s) {
     elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   }
   benchmark::DoNotOptimize(out.data());
+  openblas_set_num_threads(1);
   return elapsed / reps;
 }
 
@@ -216,9 +221,9 @@ int main(int argc, char** argv) {
   int args_count = static_cast<int>(args.size());
 
   register_all();
-  // OpenBLAS's build and thread count bound every number here; record them with the results.
+  // OpenBLAS's build and the thread count bound every number here; record them with the results.
   benchmark::AddCustomContext("openblas_config", openblas_get_config());
-  benchmark::AddCustomContext("openblas_threads", std::to_string(openblas_get_num_threads()));
+  benchmark::AddCustomContext("threads", std::to_string(pb::kernels::cpu::cpu_kernel_threads()));
   benchmark::Initialize(&args_count, args.data());
   if (benchmark::ReportUnrecognizedArguments(args_count, args.data())) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -4,7 +4,8 @@
 // op(X) is X or X^T per Trans. lda/ldb/ldc are row strides of A, B, C as stored:
 //   A is (M,K) with lda >= K when ta == No, (K,M) with lda >= M when ta == Yes; likewise B.
 // beta == 0 overwrites C without reading it (NaNs in C are not propagated).
-// float goes to OpenBLAS cblas_sgemm; double runs the plain reference loops (used by gradcheck
+// float goes to OpenBLAS cblas_sgemm, single-threaded calls on blocks of C split over the CPU
+// kernel pool (kernels/cpu/parallel.h); double runs the plain reference loops (used by gradcheck
 // and as the oracle in tests).
 #include <string>
 
@@ -31,10 +32,11 @@ void gemm_cuda(cudaStream_t stream, Trans ta, Trans tb, int64_t M, int64_t N, in
                float alpha, const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                float* C, int64_t ldc);
 
-// "OpenBLAS 0.3.21 ... core SkylakeX, 2 threads": what the float path runs on.
+// "OpenBLAS 0.3.21 ... core Haswell, single-threaded calls split over playbook's 2 kernel
+// thread(s)": what the float path runs on.
 std::string cpu_blas_info();
-// Sets OpenBLAS's thread count and the CPU kernels' own pool (kernels/cpu/parallel.h), from one
-// setting (deterministic runs use 1).
+// Sets the CPU kernels' thread count (kernels/cpu/parallel.h), GEMMs included, from one setting
+// (deterministic runs use 1).
 void set_cpu_blas_threads(int threads);
 
 }  // namespace pb::kernels

@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -38,6 +39,22 @@ void check_shape(const char* who, Trans ta, Trans tb, int64_t M, int64_t N, int6
   if (lda < a_cols) fail("lda is smaller than a row of A");
   if (ldb < b_cols) fail("ldb is smaller than a row of B");
   if (ldc < N) fail("ldc is smaller than a row of C");
+}
+
+// A GEMM is split across the kernel pool only when each block keeps at least this many rows or
+// columns on the split side and this many FLOPs: below that, waking a thread costs more than it
+// saves.
+constexpr int64_t kMinSplitSide = 32;
+constexpr int64_t kMinSplitFlops = int64_t(1) << 20;
+
+// OpenBLAS runs single-threaded inside playbook: the kernel pool (kernels/cpu/parallel.h) is the
+// one set of threads, and splits GEMMs itself. OpenBLAS's own pthreads spin in sched_yield for
+// about 2^28 cycles after every call before they sleep (its THREAD_TIMEOUT), which on a small
+// machine took a third of the CPU away from the convolution lowering and batch norm running
+// between GEMMs. Called before every sgemm; the library call happens once.
+void single_threaded_openblas() {
+  static const bool once = (openblas_set_num_threads(1), true);
+  (void)once;
 }
 
 // C(M,N) = beta * C, with beta == 0 writing zeros without reading C.
@@ -94,11 +111,38 @@ void gemm_cpu(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, cons
     }
     // Reference BLAS semantics: beta == 0 means C need not be set on input, so NaNs in C are
     // overwritten (tests/kernels/test_gemm.cpp checks that OpenBLAS honours this).
+    single_threaded_openblas();
     const auto blas_trans = [](Trans t) { return t == Trans::Yes ? CblasTrans : CblasNoTrans; };
-    cblas_sgemm(CblasRowMajor, blas_trans(ta), blas_trans(tb), static_cast<blasint>(M),
-                static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
-                static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C,
-                static_cast<blasint>(ldc));
+    const auto sgemm = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+      // Rows [m0,m1) of op(A) and C, columns [n0,n1) of op(B) and C.
+      const float* a = A + (ta == Trans::No ? m0 * lda : m0);
+      const float* b = B + (tb == Trans::No ? n0 : n0 * ldb);
+      cblas_sgemm(CblasRowMajor, blas_trans(ta), blas_trans(tb), static_cast<blasint>(m1 - m0),
+                  static_cast<blasint>(n1 - n0), static_cast<blasint>(K), alpha, a,
+                  static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, C + m0 * ldc + n0,
+                  static_cast<blasint>(ldc));
+    };
+    // The kernel pool splits the longer side of C into one block per thread (each block a
+    // single-threaded OpenBLAS call); a GEMM too small to share runs on the calling thread.
+    const int threads = cpu::cpu_kernel_threads();
+    const bool split_n = N >= M;
+    const int64_t side = split_n ? N : M;
+    const int64_t parts = std::min<int64_t>(
+        {threads, side / kMinSplitSide, std::max<int64_t>(1, 2 * M * N * K / kMinSplitFlops)});
+    if (parts <= 1) {
+      sgemm(0, M, 0, N);
+      return;
+    }
+    cpu::parallel_for(parts, [&](int64_t begin, int64_t end) {
+      for (int64_t part = begin; part < end; ++part) {
+        const int64_t lo = side * part / parts, hi = side * (part + 1) / parts;
+        if (split_n) {
+          sgemm(0, M, lo, hi);
+        } else {
+          sgemm(lo, hi, 0, N);
+        }
+      }
+    });
   }
 }
 
@@ -116,8 +160,9 @@ template void gemm_cpu<double>(Trans, Trans, int64_t, int64_t, int64_t, double, 
 namespace pb::kernels {
 
 std::string cpu_blas_info() {
-  return std::string(openblas_get_config()) + ", core " + openblas_get_corename() + ", " +
-         std::to_string(openblas_get_num_threads()) + " thread(s)";
+  return std::string(openblas_get_config()) + ", core " + openblas_get_corename() +
+         ", single-threaded calls split over playbook's " +
+         std::to_string(cpu::cpu_kernel_threads()) + " kernel thread(s)";
 }
 
 }  // namespace pb::kernels
@@ -125,8 +170,8 @@ std::string cpu_blas_info() {
 namespace pb::kernels {
 
 void set_cpu_blas_threads(int threads) {
-  openblas_set_num_threads(threads);
-  cpu::set_cpu_kernel_threads(threads);  // the lowering and batch norm threads, kernels/cpu
+  single_threaded_openblas();
+  cpu::set_cpu_kernel_threads(threads);  // GEMM blocks, lowering and batch norm, kernels/cpu
 }
 
 }  // namespace pb::kernels

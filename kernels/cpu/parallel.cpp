@@ -25,7 +25,10 @@ class Pool {
     stop();
     threads_ = std::max(1, threads);
     quit_ = false;
-    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { work(i); });
+    // A new worker has seen every earlier call: it must not take the last finished call (whose
+    // fn_ is gone) for a new one.
+    const uint64_t seen = generation_;
+    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i, seen] { work(i, seen); });
   }
 
   void run(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
@@ -53,8 +56,7 @@ class Pool {
  private:
   static int64_t range_end(int part, int64_t n, int parts) { return n * (part + 1) / parts; }
 
-  void work(int index) {
-    uint64_t seen = 0;
+  void work(int index, uint64_t seen) {
     for (;;) {
       const std::function<void(int64_t, int64_t)>* fn = nullptr;
       int64_t n = 0;

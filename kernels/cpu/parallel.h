@@ -3,14 +3,14 @@
 //
 // parallel_for splits [0, n) into one contiguous range per thread of a small persistent pool and
 // runs fn(begin, end) on each, the calling thread taking the first range; it returns when all are
-// done. The pool is a std::thread pool rather than OpenMP: OpenBLAS (Debian's pthread build) keeps
-// its own threads, and an OpenMP runtime would add a third set of spinning threads on top of
-// them; our workers sleep on a condition variable between calls, so lowering (im2col, col2im,
-// layout copies) and batch norm run between OpenBLAS's GEMMs without competing with them.
-// The thread count is set with set_cpu_kernel_threads (kernels/gemm.h set_cpu_blas_threads sets
-// both OpenBLAS's and this pool's, from the one `--threads` setting). Work is split statically,
-// so a kernel whose ranges write disjoint outputs and reduce in a fixed order stays deterministic
-// for any thread count.
+// done. It is the one set of threads of the CPU kernels: OpenBLAS is called single-threaded and
+// gemm_cpu splits a large GEMM into one block per pool thread (kernels/cpu/gemm.cpp says why).
+// The pool is a std::thread pool rather than OpenMP, whose runtime would add spinning threads of
+// its own; our workers sleep on a condition variable between calls. A parallel_for inside a
+// parallel_for range runs inline, so a kernel may call gemm_cpu from its own ranges.
+// The thread count is set with set_cpu_kernel_threads (kernels/gemm.h set_cpu_blas_threads calls
+// it from the one `--threads` setting). Work is split statically, so a kernel whose ranges write
+// disjoint outputs and reduce in a fixed order stays deterministic for any thread count.
 //
 // workspace<T>(slot, count) is a thread-local, grow-only scratch buffer: hot-path kernels reuse it
 // instead of allocating per call. Distinct slots are distinct buffers, so one kernel can hold

@@ -6,6 +6,7 @@
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "kernels/gemm.h"
@@ -175,12 +176,36 @@ TEST(GemmCpu, DoubleAllTransposesOddShapesPaddedLd) {
   }
 }
 
-// A shape large enough for OpenBLAS to take its blocked, multithreaded path.
+// A shape large enough for OpenBLAS to take its blocked path, split across the kernel threads.
 TEST(GemmCpu, FloatLargeShape) {
   check_random_case<float>(&gemm_cpu<float>, Trans::No, Trans::Yes, 130, 257, 300, 1, 1.0, 1.0,
                            1e-5, 7);
   check_random_case<float>(&gemm_cpu<float>, Trans::Yes, Trans::No, 257, 130, 300, 0, 1.0, 0.0,
                            1e-5, 8);
+}
+
+// gemm_cpu<float> splits a large C into one block per kernel thread, along N when N >= M and
+// along M otherwise, each block a single-threaded OpenBLAS call on offset views of A, B and C.
+// Every transpose combination, both split directions and padded leading dimensions, with 1, 2
+// and 3 threads (3 gives uneven blocks), against the naive oracle; the padding of C stays
+// untouched.
+TEST(GemmCpu, FloatSplitAcrossKernelThreadsMatchesOracle) {
+  unsigned seed = 300;
+  for (int threads : {1, 2, 3}) {
+    set_cpu_blas_threads(threads);
+    SCOPED_TRACE(::testing::Message() << "threads=" << threads);
+    for (const Dims& d : {Dims{70, 301, 97}, Dims{301, 70, 97}}) {
+      for (Trans ta : kBoth) {
+        for (Trans tb : kBoth) {
+          check_random_case<float>(&gemm_cpu<float>, ta, tb, d.M, d.N, d.K, 5, 0.5, -1.5, 1e-5,
+                                   seed++);
+        }
+      }
+    }
+  }
+  set_cpu_blas_threads(static_cast<int>(std::thread::hardware_concurrency()) > 0
+                           ? static_cast<int>(std::thread::hardware_concurrency())
+                           : 1);
 }
 
 // sgemm on float inputs against gemm_reference<double> on the same values widened to double.
