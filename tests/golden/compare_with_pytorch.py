@@ -32,11 +32,26 @@ For each tensor, err(a) = max|a - ref64| / max|ref64|. Our float32 result must s
 PyTorch's own float32 error measures how much rounding this computation amplifies (depth, batch-norm
 backward dividing by a small std, cancellation in the loss gradient), so the bound scales with the
 conditioning of each tensor instead of one hand-picked number; a factor 8 allows for a different
-(but valid) summation order (our im2col GEMMs over other chunkings, OpenBLAS's blocking, batch-norm
-sums in double), and the floor 3e-6 (about 25 float32 ulps of the largest element) covers tensors
-where PyTorch happens to be exact. Both numbers were chosen before looking at our errors and are
-about 100x below the effect of a real bug: --perturb NAME adds 1% of max|ours[NAME]| to one element
-of our NAME and must make the comparison fail (ctest Golden.DetectsPerturbedGradient).
+(but valid) summation order (our im2col GEMMs or direct convolutions, OpenBLAS's blocking,
+batch-norm sums in double), and the floor 3e-6 (about 25 float32 ulps of the largest element)
+covers tensors where PyTorch happens to be exact. Both numbers were chosen before looking at our
+errors and are about 100x below the effect of a real bug: --perturb NAME adds 1% of max|ours[NAME]|
+to one element of our NAME and must make the comparison fail (ctest Golden.DetectsPerturbedGradient).
+
+ReLUs near 0. One rounding-sized difference can still move a gradient by far more than rounding:
+a ReLU input within rounding of 0 (ResNet-20 on this batch has about a hundred of its 2.3 million
+within 8x PyTorch float32's error of 0) may land on the other side in float32, and its whole
+upstream gradient then passes or stops there. A single such flip in layer2.1 moved stage-1 gradients
+by 1e-3 (relative) when our convolution changed its summation order, and is most likely what made
+an earlier version of this script, with a second forward pass, fail Nesterov by 1e-2. So the
+dump also holds the output of each of our ReLUs ("relu.<i>" in M_relu.safetensors, in execution
+order), and:
+  - every ReLU output is compared like any tensor (bound as above), and our ReLU must agree in sign
+    with float64 wherever |x64| >= band = 8 * max|x32 - x64| + 3e-6 * max|x64| (PyTorch float32's
+    error on that ReLU's input, scaled as above): a sign difference outside the band is a mismatch;
+  - inside the band our side of 0 is taken as given: PyTorch's ReLUs (both precisions) pass the
+    gradient where ours did, and elsewhere where x > 0 as usual. The counts are printed.
+The gradients are then compared on the same activation pattern, with the bounds above.
 
 Exit status: 0 all match, 1 a mismatch (each listed), 77 torch is not installed (test skipped).
 With --expect-mismatch, 0 means exactly the perturbed tensor failed.
@@ -114,10 +129,53 @@ def make_net(torch, model, init, dtype):
     state = {k: v for k, v in init.items() if not k.startswith("input.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), (missing, unexpected)
+    swap_relus(torch, net)
     return net.to(dtype).train()
 
 
+class Relus:
+    """What the ReLUs of the PyTorch models do: record their inputs, or take their backward mask
+    (where the gradient passes) from `masks`, one per ReLU call in execution order."""
+    record = None  # a list to append every ReLU input to, or None
+    masks = None   # a list of bool tensors, or None for x > 0
+    calls = 0
+
+
+def pattern_relu_class(torch):
+    class PatternReluFn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, mask):
+            ctx.save_for_backward(mask)
+            return x.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (mask,) = ctx.saved_tensors
+            return grad * mask.to(grad.dtype), None
+
+    class PatternRelu(torch.nn.Module):
+        def forward(self, x):
+            i = Relus.calls
+            Relus.calls += 1
+            if Relus.record is not None:
+                Relus.record.append(x.detach().clone())
+            mask = Relus.masks[i] if Relus.masks is not None else x.detach() > 0
+            return PatternReluFn.apply(x, mask)
+    return PatternRelu
+
+
+def swap_relus(torch, module):
+    """Every nn.ReLU under module (torchvision's BasicBlock uses its one ReLU twice) -> PatternRelu."""
+    cls = pattern_relu_class(torch)
+    for name, c in module.named_children():
+        if isinstance(c, torch.nn.ReLU):
+            setattr(module, name, cls())
+        else:
+            swap_relus(torch, c)
+
+
 def forward_backward(torch, net, x, labels):
+    Relus.calls = 0
     net.zero_grad(set_to_none=True)
     logits = net(x)
     loss = torch.nn.functional.cross_entropy(logits, labels.long())
@@ -135,9 +193,46 @@ def make_opt(torch, name, params):
     return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 
 
-def reference(torch, model, init, dtype):
-    """{name: tensor} of everything golden_dump writes, computed by PyTorch in `dtype`."""
+def relu_inputs(torch, model, init, dtype):
+    """The input of every ReLU call of one training-mode forward, in execution order."""
+    net = make_net(torch, model, init, dtype)
+    Relus.record, Relus.masks, Relus.calls = [], None, 0
+    with torch.no_grad():
+        net(init["input.x"].to(dtype))
+    recorded, Relus.record = Relus.record, None
+    return recorded
+
+
+def activation_pattern(torch, pre64, pre32, ours):
+    """Backward masks for PyTorch's ReLUs: float64's sign, but ours within the rounding band.
+    Returns (masks, lines describing sign differences outside the band, values in the band,
+    values in the band where ours is on the other side)."""
+    masks, bad, in_band, flipped = [], [], 0, 0
+    for i, (x64, x32) in enumerate(zip(pre64, pre32)):
+        y = ours[f"relu.{i}"]
+        if tuple(y.shape) != tuple(x64.shape):
+            bad.append(f"relu.{i}: shape {tuple(y.shape)} vs {tuple(x64.shape)}")
+            masks.append(x64 > 0)
+            continue
+        band = 8 * (x32.double() - x64).abs().max().item() + 3e-6 * x64.abs().max().item()
+        near = x64.abs() < band
+        ours_pos, ref_pos = y > 0, x64 > 0
+        outside = (ours_pos != ref_pos) & ~near
+        if outside.any():
+            worst = x64[outside].abs().max().item()
+            bad.append(f"relu.{i}: {int(outside.sum())} values on the other side of 0 from float64 "
+                       f"outside the rounding band {band:.2e} (largest |x64| {worst:.2e})")
+        in_band += int(near.sum())
+        flipped += int(((ours_pos != ref_pos) & near).sum())
+        masks.append(torch.where(near, ours_pos, ref_pos))
+    return masks, bad, in_band, flipped
+
+
+def reference(torch, model, init, dtype, masks):
+    """{name: tensor} of everything golden_dump writes, computed by PyTorch in `dtype` with the
+    ReLU backward masks `masks`."""
     x, labels = init["input.x"].to(dtype), init["input.labels"]
+    Relus.masks = masks
     net = make_net(torch, model, init, dtype)
     out = {}
     logits, loss = forward_backward(torch, net, x, labels)
@@ -157,6 +252,7 @@ def reference(torch, model, init, dtype):
             opt.step()
         for name, p in net.named_parameters():
             out[f"{opt_name}/{name}"] = p.detach()
+    Relus.masks = None
     return out
 
 
@@ -191,8 +287,22 @@ def main():
         for part in ("fwdbwd", "sgd", "momentum", "nesterov", "adamw"):
             got = read_safetensors(torch, os.path.join(args.dir, f"{model}_{part}.safetensors"))
             ours.update({f"{part}/{k}": v for k, v in got.items()})
-        ref64 = reference(torch, model, init, torch.float64)
-        ref32 = reference(torch, model, init, torch.float32)
+        relus = read_safetensors(torch, os.path.join(args.dir, f"{model}_relu.safetensors"))
+        pre64 = relu_inputs(torch, model, init, torch.float64)
+        pre32 = relu_inputs(torch, model, init, torch.float32)
+        if len(relus) != len(pre64):
+            failures.append(f"{model}: {len(relus)} ReLU outputs dumped, PyTorch runs {len(pre64)}")
+            continue
+        masks, bad, in_band, flipped = activation_pattern(torch, pre64, pre32, relus)
+        failures += [f"{model} {line}" for line in bad]
+        total = sum(t.numel() for t in pre64)
+        print(f"{model}: {len(pre64)} ReLUs, {total} values; {in_band} within rounding of 0, "
+              f"{flipped} of them on the other side in ours (PyTorch takes our side there)")
+        ref64 = reference(torch, model, init, torch.float64, masks)
+        ref32 = reference(torch, model, init, torch.float32, masks)
+        for i, (x64, x32) in enumerate(zip(pre64, pre32)):
+            ref64[f"fwdbwd/relu.{i}"], ref32[f"fwdbwd/relu.{i}"] = x64.clamp(min=0), x32.clamp(min=0)
+            ours[f"fwdbwd/relu.{i}"] = relus[f"relu.{i}"]
         assert set(ref64) == set(ours), sorted(set(ref64) ^ set(ours))
         for key in sorted(ref64):
             a = ours[key]

@@ -10,11 +10,16 @@
 //                        parameter, "buffer.<name>" the running statistics after the forward
 //   M_<opt>.safetensors  the parameters after two steps of optimizer <opt> (sgd, momentum,
 //                        nesterov, adamw), both with the gradient of the initial point
+//   M_relu.safetensors   "relu.<i>": the output of the i-th ReLU of that forward, in execution
+//                        order (the stem's, then per block the one after bn1 and the one after
+//                        the residual add; the MLP's after each hidden layer), so the comparison
+//                        can tell a ReLU that rounding put on the other side of 0 from a bug
 // and resnet18_imagenet.safetensors: the ImageNet ResNet-18's initial state, to load into
 // torchvision's resnet18, with "input.x" (1,3,64,64) and "logits" of an eval-mode forward.
 // ResNet-20 is built with zero_init_residual off so that every branch gets a non-zero gradient.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -25,6 +30,7 @@
 #include "runtime/autograd/tape.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/device/cpu.h"
+#include "runtime/nn/layers.h"
 #include "runtime/ops/ops.h"
 #include "runtime/optim/optimizer.h"
 
@@ -72,6 +78,53 @@ Tensor loss_of(nn::Module& model, const Tensor& x, const Tensor& labels, Tensor*
   return ops::softmax_cross_entropy(out, labels, Tensor{});
 }
 
+nn::Module& child(const nn::Module& m, const std::string& name) {
+  for (const auto& [n, c] : m.children()) {
+    if (n == name) return *c;
+  }
+  std::fprintf(stderr, "pb_golden_dump: module %s has no child %s\n", m.path().c_str(),
+               name.c_str());
+  std::exit(1);
+}
+
+bool has_child(const nn::Module& m, const std::string& name) {
+  for (const auto& [n, c] : m.children()) {
+    if (n == name) return true;
+  }
+  return false;
+}
+
+// The model's forward again, submodule by submodule with its own modules and ops, keeping the
+// output of every ReLU; returns the logits, which the caller checks bitwise against the model's
+// own forward (so this replica cannot drift from models/ unnoticed). Run it on a fresh copy of
+// the model: training-mode batch norm updates its running statistics on every call.
+Tensor forward_keeping_relus(nn::Module& model, const std::string& name, const Tensor& x,
+                             std::vector<Tensor>& relus) {
+  autograd::NoGradGuard no_grad;
+  const auto keep = [&](const Tensor& t) {
+    relus.push_back(t.detach().clone());
+    return t;
+  };
+  if (name == "mlp") {
+    Tensor h = x.flatten(1);
+    for (const auto& [n, layer] : child(model, "layers").children()) {
+      h = (*layer)(h);
+      if (dynamic_cast<nn::ReLU*>(layer.get()) != nullptr) keep(h);
+    }
+    return h;
+  }
+  Tensor h = keep(child(model, "bn1")(child(model, "conv1")(x)));  // bn1 fuses the stem's ReLU
+  for (const char* stage : {"layer1", "layer2", "layer3"}) {
+    for (const auto& [n, block] : child(model, stage).children()) {
+      const Tensor h1 = keep(child(*block, "bn1")(child(*block, "conv1")(h)));
+      const Tensor h2 = child(*block, "bn2")(child(*block, "conv2")(h1));
+      const Tensor shortcut = has_child(*block, "downsample") ? child(*block, "downsample")(h) : h;
+      h = keep(ops::add_relu(h2, shortcut));
+    }
+  }
+  return child(model, "fc")(ops::global_avg_pool(h));
+}
+
 void dump_model(const std::filesystem::path& dir, const std::string& name) {
   const Tensor x = fixed_input(Shape{kBatch, 1, 28, 28});
   const Tensor labels = fixed_labels(kBatch);
@@ -91,6 +144,24 @@ void dump_model(const std::filesystem::path& dir, const std::string& name) {
   }
   for (const NamedTensor& b : copies(model->named_buffers(), "buffer.")) out.push_back(b);
   checkpoint::save(dir / (name + "_fwdbwd.safetensors"), out);
+
+  {
+    std::unique_ptr<nn::Module> fresh = make_model(name);
+    fresh->train();
+    std::vector<Tensor> relus;
+    const Tensor replica = forward_keeping_relus(*fresh, name, x, relus);
+    const std::vector<float> a = replica.to_vector<float>(), b = logits.to_vector<float>();
+    if (a != b) {
+      std::fprintf(stderr,
+                   "pb_golden_dump: the %s forward replica's logits differ from the model's\n",
+                   name.c_str());
+      std::exit(1);
+    }
+    std::vector<NamedTensor> named;
+    for (size_t i = 0; i < relus.size(); ++i)
+      named.emplace_back("relu." + std::to_string(i), relus[i]);
+    checkpoint::save(dir / (name + "_relu.safetensors"), named);
+  }
 
   // Two steps of each optimizer from the initial state; weight decay on every parameter.
   struct Opt {
