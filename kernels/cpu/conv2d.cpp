@@ -1,15 +1,18 @@
-// 2-D convolution on the CPU as im2col + GEMM, a chunk of images per GEMM.
+// 2-D convolution on the CPU: the dispatch of conv2d.h, and the im2col + GEMM algorithm.
 //
-// For image n, im2col unrolls x_n (C,H,W) into P*Q columns of col (C*R*S, .): row (c,r,s) holds,
-// for every output position (p,q), the input value under filter tap (r,s) of channel c, or 0 in
-// the padding:
+// conv2d_*_cpu<T> take the direct path (kernels/cpu/conv2d_direct.cpp) for float stride-1 "same"
+// convolutions on an AVX2 + FMA CPU, and im2col + GEMM for every other shape and for double;
+// kernels/cpu/conv2d_algos.h lists which is which. dbias is summed here for both.
+//
+// im2col + GEMM, a chunk of images per GEMM. For image n, im2col unrolls x_n (C,H,W) into P*Q
+// columns of col (C*R*S, .): row (c,r,s) holds, for every output position (p,q), the input value
+// under filter tap (r,s) of channel c, or 0 in the padding:
 //   col[(c*R + r)*S + s][i*P*Q + p*Q + q] = x_n[c][p*stride_h - pad_h + r][q*stride_w - pad_w + s]
 // where i is n's index within its chunk of B images. With w viewed as (K, C*R*S), each pass over
 // a chunk is then one GEMM whose long side is B*P*Q:
-//   forward          out  = w * col;  y_n = out[:, i*PQ..]         (K,B*PQ)   = (K,CRS) *
-//   (CRS,B*PQ) backward-data    dcol = w^T * dyc; col2im -> dx_n             (CRS,B*PQ) = (CRS,K) *
-//   (K,B*PQ) backward-weight  dw  += dyc * col^T                            (K,CRS)    = (K,B*PQ) *
-//   (B*PQ,CRS)
+//   forward           out = w * col, y_n = out[:, i*PQ..]   (K,B*PQ) = (K,CRS) * (CRS,B*PQ)
+//   backward-data     dcol = w^T * dyc, col2im -> dx_n      (CRS,B*PQ) = (CRS,K) * (K,B*PQ)
+//   backward-weight   dw += dyc * col^T                     (K,CRS) = (K,B*PQ) * (B*PQ,CRS)
 // where dyc (K, B*PQ) is the chunk's dy with images side by side (a layout copy of dy).
 // col2im is the adjoint of im2col: it adds every entry of dcol back onto the input cell it was
 // copied from, so overlapping windows (kernel larger than stride) accumulate.
@@ -20,8 +23,8 @@
 // images as fit kChunkValues values of col (or of out/dyc), which keeps the GEMM wide and the
 // buffers in the last-level cache. B = 1 is the textbook one-image-at-a-time algorithm.
 // The lowering (im2col, col2im, the layout copies, bias, dbias) runs on the kernel thread pool
-// (kernels/cpu/parallel.h) over (image, channel) pairs, each writing its own rows; OpenBLAS
-// parallelises the GEMM itself. Buffers are thread-local workspaces reused from call to call.
+// (kernels/cpu/parallel.h) over (image, channel) pairs, each writing its own rows; gemm_cpu splits
+// the GEMM over the same pool. Buffers are thread-local workspaces reused from call to call.
 // 1x1 convolutions take the same path: their im2col is a plain (strided) copy of C rows, not a
 // C*R*S expansion.
 #include "kernels/conv2d.h"
@@ -29,8 +32,10 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/conv2d_algos.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
 
@@ -171,9 +176,10 @@ void gather_chunk(const Conv2dShape& s, const T* dy, int64_t n0, int64_t B, T* d
 
 }  // namespace
 
+namespace cpu {
+
 template <typename T>
-void conv2d_forward_cpu(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
-  check_shape("conv2d_forward_cpu", s);
+void im2col_conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   const int64_t PQ = s.P() * s.Q(), CRS = s.C * s.R * s.S;
   const int64_t chunk = chunk_images(s);
   for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
@@ -209,8 +215,7 @@ void conv2d_forward_cpu(const Conv2dShape& s, const T* x, const T* w, const T* b
 }
 
 template <typename T>
-void conv2d_backward_data_cpu(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
-  check_shape("conv2d_backward_data_cpu", s);
+void im2col_conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
   const int64_t PQ = s.P() * s.Q(), CRS = s.C * s.R * s.S, HW = s.H * s.W, RS = s.R * s.S;
   const int64_t chunk = chunk_images(s);
   for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
@@ -235,8 +240,7 @@ void conv2d_backward_data_cpu(const Conv2dShape& s, const T* dy, const T* w, T* 
 }
 
 template <typename T>
-void conv2d_backward_weight_cpu(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* dbias) {
-  check_shape("conv2d_backward_weight_cpu", s);
+void im2col_conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw) {
   const int64_t PQ = s.P() * s.Q(), CRS = s.C * s.R * s.S;
   if (s.N == 0) std::fill(dw, dw + s.K * CRS, T(0));
   const int64_t chunk = chunk_images(s);
@@ -254,6 +258,64 @@ void conv2d_backward_weight_cpu(const Conv2dShape& s, const T* x, const T* dy, T
     const T beta = n0 == 0 ? T(0) : T(1);
     gemm_cpu<T>(Trans::No, Trans::Yes, s.K, CRS, ld, T(1), dyc, ld, col, ld, beta, dw, CRS);
   }
+}
+
+template void im2col_conv2d_forward<float>(const Conv2dShape&, const float*, const float*,
+                                           const float*, float*);
+template void im2col_conv2d_forward<double>(const Conv2dShape&, const double*, const double*,
+                                            const double*, double*);
+template void im2col_conv2d_backward_data<float>(const Conv2dShape&, const float*, const float*,
+                                                 float*);
+template void im2col_conv2d_backward_data<double>(const Conv2dShape&, const double*, const double*,
+                                                  double*);
+template void im2col_conv2d_backward_weight<float>(const Conv2dShape&, const float*, const float*,
+                                                   float*);
+template void im2col_conv2d_backward_weight<double>(const Conv2dShape&, const double*,
+                                                    const double*, double*);
+
+}  // namespace cpu
+
+namespace {
+
+template <typename T>
+bool takes_direct_path(const Conv2dShape& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    return cpu::direct_conv2d_applies(s);
+  } else {
+    return false;
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward_cpu(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  check_shape("conv2d_forward_cpu", s);
+  if constexpr (std::is_same_v<T, float>) {
+    if (takes_direct_path<T>(s)) return cpu::direct_conv2d_forward(s, x, w, bias, y);
+  }
+  cpu::im2col_conv2d_forward(s, x, w, bias, y);
+}
+
+template <typename T>
+void conv2d_backward_data_cpu(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  check_shape("conv2d_backward_data_cpu", s);
+  if constexpr (std::is_same_v<T, float>) {
+    if (takes_direct_path<T>(s)) return cpu::direct_conv2d_backward_data(s, dy, w, dx);
+  }
+  cpu::im2col_conv2d_backward_data(s, dy, w, dx);
+}
+
+template <typename T>
+void conv2d_backward_weight_cpu(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* dbias) {
+  check_shape("conv2d_backward_weight_cpu", s);
+  const int64_t PQ = s.P() * s.Q();
+  bool direct = false;
+  if constexpr (std::is_same_v<T, float>) direct = takes_direct_path<T>(s);
+  if constexpr (std::is_same_v<T, float>) {
+    if (direct) cpu::direct_conv2d_backward_weight(s, x, dy, dw);
+  }
+  if (!direct) cpu::im2col_conv2d_backward_weight(s, x, dy, dw);
   // dbias(K) = sum of dy over n, p, q; each k summed by one thread in a fixed order.
   if (dbias != nullptr) {
     parallel_for(s.K, [&](int64_t begin, int64_t end) {
