@@ -251,9 +251,11 @@ TEST(Pipeline, LoaderReusesItsHostBuffers) {
       const std::optional<data::Batch> b = loader.next();
       ASSERT_TRUE(b.has_value());
     }
+    // A snapshot while the workers keep prefetching: a batch may be half built (its images'
+    // buffer taken, not yet its labels'), so only bounds hold, not requests % 3 == 0 (which
+    // failed 1 run in 30 on a loaded machine).
     const device::HostBufferPool::Stats s = loader.buffer_pool().stats();
-    EXPECT_EQ(s.requests % 3, 0u) << "images, labels and weights of each batch";
-    EXPECT_GE(s.requests, 300u);
+    EXPECT_GE(s.requests, 300u) << "images, labels and weights of each of the 100 batches";
     // In flight at most: the window of prefetched batches, one being built per worker, the one
     // just taken; three tensors each.
     EXPECT_LE(s.buffers, 3u * (3 + 2 + 1)) << "buffers are reused, not allocated per batch";
