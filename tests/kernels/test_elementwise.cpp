@@ -4,8 +4,11 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <random>
+#include <thread>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/elementwise.h"
 
 namespace pb::kernels {
@@ -156,6 +159,38 @@ void check_add_relu_fused() {
 TEST(ElementwiseCpu, AddReluFusedEqualsAddThenRelu) {
   check_add_relu_fused<float>();
   check_add_relu_fused<double>();
+}
+
+// Arrays large enough to be split over the kernel pool (and an odd length, so the last block is
+// partial) give, for 1 to 3 threads and in place, exactly the element-by-element result.
+TEST(ElementwiseCpu, LargeArraysSplitOverThreadsMatchElementByElement) {
+  const int64_t n = 200003;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  std::vector<float> a(n), b(n), dy(n);
+  for (int64_t i = 0; i < n; ++i) a[i] = dist(rng), b[i] = dist(rng), dy[i] = dist(rng);
+  for (int threads : {1, 2, 3}) {
+    cpu::set_cpu_kernel_threads(threads);
+    SCOPED_TRACE(::testing::Message() << "threads=" << threads);
+    std::vector<float> y(n), g(n), in_place = a;
+    add_relu_cpu<float>(n, a.data(), b.data(), y.data());
+    add_relu_backward_cpu<float>(n, y.data(), dy.data(), g.data());
+    axpy_cpu<float>(n, 0.5f, b.data(), in_place.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const float s = a[i] + b[i];
+      ASSERT_EQ(y[i], s < 0.0f ? 0.0f : s) << i;
+      ASSERT_EQ(g[i], y[i] > 0.0f ? dy[i] : 0.0f) << i;
+      ASSERT_EQ(in_place[i], a[i] + 0.5f * b[i]) << i;
+    }
+    gelu_backward_cpu<float>(n, a.data(), dy.data(), g.data());
+    std::vector<float> one(1);
+    for (int64_t i = 0; i < n; i += 997) {
+      gelu_backward_cpu<float>(1, &a[i], &dy[i], one.data());
+      ASSERT_EQ(g[i], one[0]) << i;
+    }
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  cpu::set_cpu_kernel_threads(hw == 0 ? 1 : static_cast<int>(hw));
 }
 
 }  // namespace
