@@ -70,10 +70,11 @@ int main(int argc, char** argv) {
                         "cpu, cuda or cuda:N (default: the config's train.device)");
   train_cmd->add_option("--out", out_dir, "Run directory (default: runs/<config name>)");
   train_cmd->add_flag("--resume", resume, "Continue the run in --out from its latest checkpoint");
-  int cpu_threads = 0;  // 0: OpenBLAS's and the CPU kernels' default, the cores available
+  int cpu_threads = 0;  // 0: the CPU kernels' default (kernels/cpu/parallel.h)
   train_cmd
       ->add_option("--threads", cpu_threads,
-                   "CPU threads for GEMMs and CPU kernels (default: all cores)")
+                   "CPU threads for GEMMs and CPU kernels (default: OMP_NUM_THREADS or "
+                   "OPENBLAS_NUM_THREADS when set, else all cores)")
       ->check(CLI::PositiveNumber);
 
   std::string checkpoint_file, split = "test", data_dir, eval_device = "auto";

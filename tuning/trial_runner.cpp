@@ -208,6 +208,8 @@ std::optional<TrialOutcome> run_trial(const TrialContext& ctx, const TrialRecord
     opt.argv.insert(opt.argv.end(), {"--out", run_dir.string()});
     if (resume) opt.argv.push_back("--resume");
     if (!ctx.device.empty()) opt.argv.insert(opt.argv.end(), {"--device", ctx.device});
+    if (ctx.threads > 0)
+      opt.argv.insert(opt.argv.end(), {"--threads", std::to_string(ctx.threads)});
   } else {
     std::error_code ec;
     fs::remove(result, ec);

@@ -20,7 +20,8 @@
 // and the placeholders {params}, {result}, {trial_dir}, {index} in its arguments replaced by
 // the same. Exit 0 with a result: completed (or infeasible); otherwise failed (retried).
 //
-// Both get OMP_NUM_THREADS and OPENBLAS_NUM_THREADS when threads > 0.
+// Both get OMP_NUM_THREADS and OPENBLAS_NUM_THREADS when threads > 0, and a train trial
+// --threads too.
 #include <atomic>
 #include <filesystem>
 #include <optional>

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -99,7 +100,16 @@ class Pool {
   bool quit_ = false;
 };
 
+// OMP_NUM_THREADS, else OPENBLAS_NUM_THREADS, when set to a positive integer (the conventions a
+// job scheduler or a study worker sets for its processes); else the cores available.
 int default_threads() {
+  for (const char* name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"}) {
+    const char* v = std::getenv(name);
+    if (v == nullptr || *v == '\0') continue;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
+  }
   const unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
 }

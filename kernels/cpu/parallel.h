@@ -9,8 +9,10 @@
 // its own; our workers sleep on a condition variable between calls. A parallel_for inside a
 // parallel_for range runs inline, so a kernel may call gemm_cpu from its own ranges.
 // The thread count is set with set_cpu_kernel_threads (kernels/gemm.h set_cpu_blas_threads calls
-// it from the one `--threads` setting). Work is split statically, so a kernel whose ranges write
-// disjoint outputs and reduce in a fixed order stays deterministic for any thread count.
+// it from the one `--threads` setting); until then it is OMP_NUM_THREADS, else
+// OPENBLAS_NUM_THREADS, when set to a positive integer, else the cores available. Work is split
+// statically, so a kernel whose ranges write disjoint outputs and reduce in a fixed order stays
+// deterministic for any thread count.
 //
 // workspace<T>(slot, count) is a thread-local, grow-only scratch buffer: hot-path kernels reuse it
 // instead of allocating per call. Distinct slots are distinct buffers, so one kernel can hold
