@@ -33,6 +33,7 @@
 #include <cstring>
 
 #include "kernels/cpu/conv2d_algos.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/parallel.h"
 
 namespace pb::kernels::cpu {
@@ -267,19 +268,12 @@ __attribute__((target("avx2,fma"))) void dw_tile(const float* dy, int64_t dy_pla
   }
 }
 
-bool cpu_has_avx2_fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-
 }  // namespace
 
 bool direct_conv2d_applies(const Conv2dShape& s) {
   return s.stride_h == 1 && s.stride_w == 1 && s.R == s.S && s.R % 2 == 1 && s.R <= 7 &&
-         s.pad_h == (s.R - 1) / 2 && s.pad_w == (s.S - 1) / 2 && s.N > 0 && cpu_has_avx2_fma();
+         s.pad_h == (s.R - 1) / 2 && s.pad_w == (s.S - 1) / 2 && s.N > 0 &&
+         avx2_fma_kernels_enabled();
 }
 
 void direct_conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias,

@@ -19,6 +19,7 @@
 
 #include "kernels/conv2d.h"
 #include "kernels/cpu/conv2d_algos.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/parallel.h"
 
 namespace pb::kernels {
@@ -589,6 +590,23 @@ TEST(Conv2dCpuDirect, BitwiseTheSameForAnyThreadCountAndThroughTheDispatch) {
   }
   const unsigned hw = std::thread::hardware_concurrency();
   cpu::set_cpu_kernel_threads(hw == 0 ? 1 : static_cast<int>(hw));
+}
+
+// With the AVX2 kernels switched off (kernels/cpu/isa.h), the same shapes take im2col + GEMM.
+TEST(Conv2dCpuDirect, WithAvx2OffTheDispatchTakesIm2col) {
+  if (!cpu_takes_direct_path()) GTEST_SKIP() << "this CPU has no AVX2 + FMA";
+  const Case& c = kDirectCases[4];
+  const Conv2dShape& s = c.shape;
+  const Tensors<float> t(s, 700);
+  cpu::set_avx2_kernels_enabled(false);
+  EXPECT_FALSE(cpu::direct_conv2d_applies(s));
+  auto y = nan_vector<float>(s.N * s.K * s.P() * s.Q());
+  conv2d_forward_cpu<float>(s, t.x.data(), t.w.data(), nullptr, y.data());
+  cpu::set_avx2_kernels_enabled(true);
+  EXPECT_TRUE(cpu::direct_conv2d_applies(s));
+  auto ref = nan_vector<float>(s.N * s.K * s.P() * s.Q());
+  cpu::im2col_conv2d_forward<float>(s, t.x.data(), t.w.data(), nullptr, ref.data());
+  EXPECT_EQ(y, ref);
 }
 
 // The direct path is at least as accurate as im2col + GEMM: on a ResNet stage-2 layer its
