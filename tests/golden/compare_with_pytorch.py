@@ -280,7 +280,7 @@ def main():
     torch.set_num_threads(1)
     subprocess.run([args.dump, args.dir], check=True)
 
-    failures, checked = [], 0
+    failures, checked, perturbed = [], 0, False
     for model in ("resnet20", "mlp"):
         init = read_safetensors(torch, os.path.join(args.dir, f"{model}_init.safetensors"))
         ours = {}
@@ -307,6 +307,7 @@ def main():
         for key in sorted(ref64):
             a = ours[key]
             if args.perturb and key == f"fwdbwd/{args.perturb}":
+                perturbed = True
                 flat = a.reshape(-1)
                 flat[flat.abs().argmax()] += 0.01 * flat.abs().max()
             if tuple(a.shape) != tuple(ref64[key].shape):
@@ -344,6 +345,10 @@ def main():
         if not e_ours <= 8 * e_t32 + 3e-6:
             failures.append(line)
 
+    if args.perturb and not perturbed:
+        print(f"compare_with_pytorch: --perturb {args.perturb}: no such tensor "
+              "(give a fwdbwd name, e.g. grad.layer2.0.conv1.weight)")
+        return 2
     for f in failures:
         print("MISMATCH", f)
     print(f"compare_with_pytorch: {checked} tensors checked, {len(failures)} mismatches")
