@@ -268,6 +268,23 @@ __attribute__((target("avx2,fma"))) void dw_tile(const float* dy, int64_t dy_pla
   }
 }
 
+// The filter of same_conv, packed for tile_4x24 in the calling thread's workspace slot 2:
+// wp[ot][i][t][m] = weight(4*ot + m, i, t) for Cout output and Cin input channels and RS taps,
+// zero for output channels past Cout (the last tile's padding).
+template <typename Weight>
+const float* pack_filter(int64_t Cout, int64_t Cin, int64_t RS, Weight weight) {
+  const int64_t Cout4 = round_up(Cout, kMr);
+  float* wp = workspace<float>(2, Cout4 * Cin * RS);
+  for (int64_t o = 0; o < Cout4; ++o) {
+    for (int64_t i = 0; i < Cin; ++i) {
+      for (int64_t t = 0; t < RS; ++t) {
+        wp[((o / kMr * Cin + i) * RS + t) * kMr + o % kMr] = o < Cout ? weight(o, i, t) : 0.0f;
+      }
+    }
+  }
+  return wp;
+}
+
 }  // namespace
 
 bool direct_conv2d_applies(const Conv2dShape& s) {
@@ -279,33 +296,18 @@ bool direct_conv2d_applies(const Conv2dShape& s) {
 void direct_conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias,
                            float* y) {
   const Frame f(s, chunk_images(s));
-  const int64_t RS = f.RS, K4 = round_up(s.K, kMr);
-  // wp[kt][c][t][m] = w[4kt+m][c][t], zero for 4kt+m >= K.
-  float* wp = workspace<float>(2, K4 * s.C * RS);
-  for (int64_t k = 0; k < K4; ++k) {
-    for (int64_t c = 0; c < s.C; ++c) {
-      for (int64_t t = 0; t < RS; ++t) {
-        wp[((k / kMr * s.C + c) * RS + t) * kMr + k % kMr] =
-            k < s.K ? w[(k * s.C + c) * RS + t] : 0.0f;
-      }
-    }
-  }
+  // Output channel o = k reads input channel i = c at tap t.
+  const float* wp = pack_filter(
+      s.K, s.C, f.RS, [&](int64_t k, int64_t c, int64_t t) { return w[(k * s.C + c) * f.RS + t]; });
   same_conv(f, s.N, s.C, s.K, x, wp, bias, y);
 }
 
 void direct_conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w, float* dx) {
   const Frame f(s, chunk_images(s));
-  const int64_t RS = f.RS, C4 = round_up(s.C, kMr);
-  // wp[ct][k][t][m] = w[k][4ct+m][RS-1-t], zero for 4ct+m >= C.
-  float* wp = workspace<float>(2, C4 * s.K * RS);
-  for (int64_t c = 0; c < C4; ++c) {
-    for (int64_t k = 0; k < s.K; ++k) {
-      for (int64_t t = 0; t < RS; ++t) {
-        wp[((c / kMr * s.K + k) * RS + t) * kMr + c % kMr] =
-            c < s.C ? w[(k * s.C + c) * RS + (RS - 1 - t)] : 0.0f;
-      }
-    }
-  }
+  // Output channel o = c reads input channel i = k at tap t through the flipped filter.
+  const float* wp = pack_filter(s.C, s.K, f.RS, [&](int64_t c, int64_t k, int64_t t) {
+    return w[(k * s.C + c) * f.RS + (f.RS - 1 - t)];
+  });
   same_conv(f, s.N, s.K, s.C, dy, wp, nullptr, dx);
 }
 
