@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
       ->add_option("--threads", cpu_threads,
                    "CPU threads for GEMMs and CPU kernels (default: OMP_NUM_THREADS or "
                    "OPENBLAS_NUM_THREADS when set, else all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 4096));
 
   std::string checkpoint_file, split = "test", data_dir, eval_device = "auto";
   CLI::App* eval_cmd =
@@ -93,7 +93,14 @@ int main(int argc, char** argv) {
   pb::cli::ReportCommands report_commands(app);
   pb::cli::ProfileCommand profile_command(app);
   pb::cli::SweepCommands sweep_commands(app);
-  CLI11_PARSE(app, argc, argv);
+  // A usage error (unknown option, bad value) exits with 2 like a config error, after CLI11's
+  // message; --help and --version exit 0.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
   if (const auto rc = sweep_commands.run()) return *rc;
   if (const auto rc = profile_command.run()) return *rc;
   if (const auto rc = report_commands.run()) return *rc;  // first: it owns `study rerun`

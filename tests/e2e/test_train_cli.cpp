@@ -188,6 +188,27 @@ struct BadInput {
   std::string expected;  // substring of stderr
 };
 
+// Command-line usage errors exit with 2, as config errors do (CLI11's own codes were 105 and
+// 109), name the option, and create nothing.
+TEST(TrainCli, UsageErrorsExitWithTwo) {
+  TempDir tmp("pb-train-usage");
+  write_file(tmp / "cfg.toml", mlp_config(10, 0, false));
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--threads", "0"}, "--threads: Value 0 not in range 1 to 4096"},
+      {{"--no-such-option"}, "--no-such-option"},
+  };
+  for (const auto& [extra, expected] : cases) {
+    std::vector<std::string> args = {"train", (tmp / "cfg.toml").string(), "--out",
+                                     (tmp / "run").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto r = run_playbook(args, tmp / "io");
+    EXPECT_EQ(r.exit_code, 2) << expected << ": " << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "run"));
+  }
+  EXPECT_EQ(run_playbook({"--help"}, tmp / "io").exit_code, 0);
+}
+
 TEST(TrainCli, BadInputsGiveOneLineErrorsAndLeaveNoRun) {
   SKIP_WITHOUT_FASHION_MNIST();
   TempDir tmp("pb-train-bad");
